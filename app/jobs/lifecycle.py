@@ -1,0 +1,131 @@
+"""State transitions of a running job, used by the worker.
+
+The lease makes ``run_job`` idempotent: a worker starts a job only by winning a conditional
+UPDATE (queued → running, or running with an expired lease → running), so a redelivered message
+for a job that is running elsewhere or already finished does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.jobs.models import Job
+from app.jobs.schemas import TERMINAL_STATUSES
+from app.jobs.service import add_event
+
+__all__ = [
+    "claim_job",
+    "finish_job",
+    "is_cancel_requested",
+    "merge_metrics",
+    "renew_lease",
+    "set_stage",
+]
+
+
+def claim_job(session: Session, *, job_id: str, owner: str, lease_seconds: int) -> Job | None:
+    """Take the job's lease and mark it running; None when another run owns or ended it."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            or_(
+                Job.status == "queued",
+                and_(Job.status == "running", Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status="running",
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            started_at=now,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return None
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    assert job is not None
+    add_event(
+        session,
+        job_id=job_id,
+        message="job started" if job.attempts == 1 else f"job restarted (attempt {job.attempts})",
+        data={"worker": owner, "attempt": job.attempts},
+    )
+    session.commit()
+    return job
+
+
+def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: int) -> bool:
+    """Extend our lease; False if we lost it (another worker took the job over)."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def set_stage(session: Session, *, job_id: str, stage: str) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id).values(stage=stage).execution_options(
+            synchronize_session=False
+        )
+    )
+    add_event(session, job_id=job_id, stage=stage, message=f"stage {stage} started")
+    session.commit()
+
+
+def is_cancel_requested(session: Session, *, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def merge_metrics(session: Session, *, job_id: str, metrics: dict[str, Any]) -> None:
+    """Add metrics to the job as they become known (visible while it runs)."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    assert job is not None
+    job.metrics = {**(job.metrics or {}), **metrics}
+    session.commit()
+
+
+def finish_job(
+    session: Session,
+    *,
+    job_id: str,
+    owner: str,
+    status: str,
+    error: str | None = None,
+    message: str | None = None,
+) -> bool:
+    """End the job if we still own it; returns False when the lease was lost."""
+    assert status in TERMINAL_STATUSES
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None or job.lease_owner != owner or job.status != "running":
+        session.rollback()
+        return False
+    job.status = status
+    job.error = error
+    job.finished_at = utcnow()
+    job.lease_expires_at = None
+    add_event(
+        session,
+        job_id=job_id,
+        level="error" if status == "failed" else "info",
+        stage=job.stage,
+        message=message or f"job {status}" + (f": {error}" if error else ""),
+        data={"status": status},
+    )
+    session.commit()
+    return True

@@ -1,0 +1,155 @@
+"""Request and response bodies of the jobs API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from compression.configs import METHOD_CONFIGS, MethodConfig
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+Stage = Literal[
+    "loading", "calibrating", "compressing", "evaluating", "exporting", "storing"
+]
+
+# org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
+HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Input):
+    """Where the model comes from: a Hub id (with revision), a local folder, or a GGUF file."""
+
+    id: str | None = Field(default=None, description="Hugging Face Hub id, e.g. 'org/name'.")
+    revision: str = Field(default="main", description="Hub branch, tag or commit.")
+    path: str | None = Field(default=None, description="Local folder (or folder of a GGUF).")
+    gguf_file: str | None = Field(default=None, description="GGUF file name inside `path`.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.id is None) == (self.path is None):
+            raise ValueError("give exactly one of 'id' (a Hub model) or 'path' (a local folder)")
+        if self.id is not None and not HUB_ID.match(self.id):
+            raise ValueError(f"'{self.id}' is not a valid Hub model id (expected 'org/name')")
+        if self.gguf_file is not None and self.path is None:
+            raise ValueError("'gguf_file' needs 'path', the folder that holds it")
+        return self
+
+
+class Target(_Input):
+    """The size to reach: an absolute parameter count or a fraction of the model's."""
+
+    params: int | None = Field(default=None, gt=0, description="Parameters to keep.")
+    ratio: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="Fraction of parameters to keep, 0 < r ≤ 1."
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Target:
+        if (self.params is None) == (self.ratio is None):
+            raise ValueError("give exactly one of 'params' or 'ratio'")
+        return self
+
+
+class TextData(_Input):
+    """Text for calibration or evaluation: a local .txt/.jsonl file or a Hub dataset."""
+
+    path: str | None = Field(default=None, description="Local .txt, .md or .jsonl file.")
+    dataset: str | None = Field(default=None, description="Hub dataset id.")
+    config_name: str | None = None
+    split: str = "train"
+    field: str = Field(default="text", description="Field holding the text (jsonl, datasets).")
+    revision: str | None = None
+    max_tokens: int = Field(default=32768, ge=64, le=50_000_000)
+    seq_len: int = Field(default=512, ge=16, le=32768)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TextData:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of 'path' (a local file) or 'dataset' (Hub id)")
+        if self.dataset is not None and not HUB_ID.match(self.dataset):
+            raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
+        if self.seq_len > self.max_tokens:
+            raise ValueError("'seq_len' must not exceed 'max_tokens'")
+        return self
+
+
+class EvaluationData(TextData):
+    max_tokens: int = Field(default=16384, ge=64, le=50_000_000)
+
+
+def _check_method(value: Any) -> Any:
+    """Turn an unknown method name into a message that lists the available ones."""
+    if isinstance(value, dict):
+        name = value.get("name")
+        if name is None:
+            raise ValueError(f"'method.name' is required; available methods: {sorted(METHOD_CONFIGS)}")
+        if name not in METHOD_CONFIGS:
+            raise ValueError(
+                f"unknown method '{name}'; available methods: {', '.join(sorted(METHOD_CONFIGS))}"
+            )
+    return value
+
+
+class JobCreate(_Input):
+    """Body of ``POST /v1/jobs``."""
+
+    model: ModelSpec
+    target: Target
+    method: MethodConfig
+    calibration: TextData
+    evaluation: EvaluationData | None = Field(
+        default=None, description="Held-out text for perplexity; omit to skip evaluation."
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored as is.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _known_method(cls, value: Any) -> Any:
+        return _check_method(value)
+
+
+class JobOut(BaseModel):
+    """A job as the API shows it."""
+
+    id: str
+    status: JobStatus
+    stage: str | None
+    method: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested: bool
+    error: str | None
+    metrics: dict[str, Any]
+    metadata: dict[str, Any]
+    request: dict[str, Any]
+    links: dict[str, str]
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as `after` for the next page.")
+
+
+class EventOut(BaseModel):
+    id: int
+    job_id: str
+    time: datetime
+    level: str
+    stage: str | None
+    message: str
+    data: dict[str, Any]
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: int | None = Field(description="Pass as `after` for the next page.")
+    job_status: JobStatus

@@ -1,0 +1,243 @@
+"""Jobs: submission, listing, cancellation and the event log.
+
+Keyword-only functions that take the session; the routers and the worker share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.auth.service import Principal
+from app.db import utcnow as now
+from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput
+from app.jobs.models import Job, JobEvent
+from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
+from app.paths import resolve_local_path
+from app.settings import Settings
+
+__all__ = [
+    "add_event",
+    "cancel_job",
+    "event_out",
+    "get_job",
+    "job_out",
+    "list_events",
+    "list_jobs",
+    "submit_job",
+]
+
+
+def _request_hash(body: JobCreate) -> str:
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
+    """The job body with local paths checked and made absolute for the worker."""
+    spec = body.model_dump(mode="json")
+    if body.model.path is not None:
+        folder = resolve_local_path(settings, body.model.path, field="model.path")
+        if body.model.gguf_file is not None:
+            resolve_local_path(settings, str(folder / body.model.gguf_file), field="model.gguf_file")
+        elif not (folder / "config.json").is_file():
+            raise UnprocessableInput(
+                f"model.path: '{body.model.path}' has no config.json; give a Hugging Face "
+                "model folder, or a folder with a GGUF file and 'gguf_file'",
+                details={"field": "model.path"},
+            )
+        spec["model"]["path"] = str(folder)
+    for name in ("calibration", "evaluation"):
+        data = getattr(body, name)
+        if data is not None and data.path is not None:
+            spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
+    return spec
+
+
+def submit_job(
+    session: Session,
+    *,
+    principal: Principal,
+    body: JobCreate,
+    settings: Settings,
+    idempotency_key: str | None,
+    enqueue: Callable[[str], None],
+) -> tuple[Job, bool]:
+    """Record and queue a job; returns (job, created). Replays an idempotent request."""
+    request_hash = _request_hash(body)
+    if idempotency_key is not None:
+        existing = session.scalar(
+            select(Job).where(
+                Job.tenant_id == principal.tenant_id, Job.idempotency_key == idempotency_key
+            )
+        )
+        if existing is not None:
+            if existing.request_hash != request_hash:
+                raise Conflict(
+                    f"Idempotency-Key '{idempotency_key}' was already used with another body "
+                    f"(job {existing.id}); use a new key for a new job"
+                )
+            return existing, False
+    job = Job(
+        tenant_id=principal.tenant_id,
+        status="queued",
+        method=body.method.name,
+        spec=_resolved_spec(settings, body),
+        metadata_=body.metadata,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        metrics={},
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the race: replay its job.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        return submit_job(
+            session,
+            principal=principal,
+            body=body,
+            settings=settings,
+            idempotency_key=idempotency_key,
+            enqueue=enqueue,
+        )
+    add_event(session, job_id=job.id, message="job queued", data={"method": job.method})
+    session.commit()
+    try:
+        enqueue(job.id)
+    except Exception as exc:
+        job.status = "failed"
+        job.error = f"could not queue the job: the broker is unreachable ({type(exc).__name__})"
+        job.finished_at = now()
+        add_event(session, job_id=job.id, level="error", message=job.error)
+        session.commit()
+        raise ServiceUnavailable(
+            "the job queue is unreachable; the job was not started, retry in a few seconds",
+            details={"job_id": job.id},
+        ) from exc
+    return job, True
+
+
+def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job, or 404 (also for other tenants' jobs: their existence is private)."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    if job is None:
+        raise NotFound(f"no job '{job_id}'")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    tenant_id: str,
+    status: str | None,
+    limit: int,
+    after: str | None,
+) -> tuple[list[Job], str | None]:
+    """Newest first; ``after`` is the last job id of the previous page."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        cursor = session.scalar(
+            select(Job.seq).where(Job.id == after, Job.tenant_id == tenant_id)
+        )
+        if cursor is None:
+            raise NotFound(f"cursor 'after={after}' is not a job of yours")
+        query = query.where(Job.seq < cursor)
+    rows = list(session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)))
+    next_cursor = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next checkpoint."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status in TERMINAL_STATUSES:
+        raise Conflict(f"job '{job_id}' already ended with status '{job.status}'")
+    if job.status == "queued":
+        job.status = "cancelled"
+        job.finished_at = now()
+        job.cancel_requested = True
+        add_event(session, job_id=job.id, message="job cancelled before it started")
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        add_event(
+            session, job_id=job.id, stage=job.stage, message="cancellation requested; "
+            "the worker stops at the next block"
+        )
+    session.commit()
+    return job
+
+
+def add_event(
+    session: Session,
+    *,
+    job_id: str,
+    message: str,
+    level: str = "info",
+    stage: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    event = JobEvent(job_id=job_id, message=message, level=level, stage=stage, data=data or {})
+    session.add(event)
+    return event
+
+
+def list_events(
+    session: Session, *, tenant_id: str, job_id: str, after: int | None, limit: int
+) -> tuple[Job, list[JobEvent], int | None]:
+    """Events in order; ``after`` is the last event id already seen."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    rows = list(session.scalars(query.order_by(JobEvent.id).limit(limit + 1)))
+    page = rows[:limit]
+    next_cursor = page[-1].id if len(rows) > limit else None
+    return job, page, next_cursor
+
+
+def job_out(job: Job) -> JobOut:
+    base = f"/v1/jobs/{job.id}"
+    return JobOut(
+        id=job.id,
+        status=job.status,  # type: ignore[arg-type]
+        stage=job.stage,
+        method=job.method,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        cancel_requested=job.cancel_requested,
+        error=job.error,
+        metrics=job.metrics or {},
+        metadata=job.metadata_ or {},
+        request=job.spec,
+        links={
+            "self": base,
+            "events": f"{base}/events",
+            "cancel": f"{base}/cancel",
+            "artifacts": f"{base}/artifacts",
+        },
+    )
+
+
+def event_out(event: JobEvent) -> EventOut:
+    return EventOut(
+        id=event.id,
+        job_id=event.job_id,
+        time=event.created_at,
+        level=event.level,
+        stage=event.stage,
+        message=event.message,
+        data=event.data or {},
+    )

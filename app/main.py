@@ -1,0 +1,102 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.artifacts.router import router as artifacts_router
+from app.db import make_engine, make_session_factory
+from app.errors import AppError
+from app.health.router import router as health_router
+from app.jobs.router import router as jobs_router
+from app.methods.router import router as methods_router
+from app.queue import make_celery_app
+from app.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("slimforge.api")
+
+
+def _error(status: int, code: str, message: str, details: Any = None, headers=None) -> JSONResponse:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details is not None:
+        body["error"]["details"] = details
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # ("body", "target", "ratio") -> "target.ratio"; drop pydantic's union-member tags.
+    parts = [str(p) for p in loc if p not in ("body",) and not str(p).startswith("function-")]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+    problems = []
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "syntax error")
+            position = err.get("loc", ("body", "?"))[-1]
+            problems.append(
+                {"field": "body", "message": f"not valid JSON ({reason} at character {position})"}
+            )
+            continue
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append({"field": _location(tuple(err.get("loc", ()))), "message": msg})
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
+    return f"invalid request: {summary}", problems
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Build the API around ``settings``: its own engine, session factory and queue producer."""
+    settings.ensure_dirs()
+    app = FastAPI(
+        title="slimforge",
+        version="0.1.0",
+        description="Compression as a service for language models: submit a model, a target "
+        "size and a method; get a smaller model, its metrics and its files back.",
+    )
+    engine = make_engine(settings.database_url)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.celery = make_celery_app(settings)
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return _error(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, problems = _validation_message(exc)
+        return _error(422, "invalid_input", message, problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.warning("database unavailable: %s", type(exc.orig).__name__)
+        return _error(
+            503, "unavailable", "the database is unavailable; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return _error(500, "internal_error", "internal error; the operator's log has details")
+
+    app.include_router(health_router)
+    app.include_router(jobs_router)
+    app.include_router(artifacts_router)
+    app.include_router(methods_router)
+    return app

@@ -1,0 +1,8 @@
+"""Every table, imported in one place for Alembic's autogenerate and for tests."""
+
+from app.artifacts.models import Artifact
+from app.auth.models import ApiKey, Tenant
+from app.db import Base
+from app.jobs.models import Job, JobEvent
+
+__all__ = ["ApiKey", "Artifact", "Base", "Job", "JobEvent", "Tenant"]

@@ -1,0 +1,84 @@
+"""One validated settings class for the API, the worker and the CLI.
+
+Values come from environment variables prefixed ``SLIMFORGE_`` (or are passed in by tests).
+Nothing reads settings at import time: ``Settings()`` is built by the entry points and passed
+down explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Runtime configuration. Empty URLs are derived from ``home`` (the embedded mode)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLIMFORGE_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".slimforge",
+        description="Data folder of the embedded mode: database, broker queue, artifacts.",
+    )
+    database_url: str = Field(default="", description="SQLAlchemy URL; default SQLite in home.")
+    broker_url: str = Field(
+        default="", description="Celery broker URL; default a file-system queue in home."
+    )
+    artifact_dir: Path | None = Field(default=None, description="Artifact store root.")
+    local_roots: list[Path] | None = Field(
+        default=None,
+        description="Directories under which jobs may read local models and data. "
+        "Relative paths in job bodies resolve against the first one. "
+        "Default: the server's working directory and home.",
+    )
+    # Longest job we expect, in seconds: the Redis visibility timeout must exceed it so an
+    # unacknowledged (acks_late) job is not redelivered while it still runs.
+    max_job_seconds: int = Field(default=6 * 3600, ge=60)
+    lease_seconds: int = Field(
+        default=120, ge=5, description="A running job's lease; renewed while it makes progress."
+    )
+    queue_name: str = "gpu"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sse_poll_seconds: float = Field(default=0.5, gt=0)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _derive_defaults(self) -> Settings:
+        self.home = self.home.expanduser()
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'slimforge.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.home / "artifacts"
+        if self.local_roots is None:
+            self.local_roots = [Path.cwd(), self.home]
+        self.local_roots = [p.expanduser().resolve() for p in self.local_roots]
+        return self
+
+    @property
+    def broker_folder(self) -> Path:
+        """Folder of the serverless file-system broker (embedded mode only)."""
+        return self.home / "broker"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def artifacts_root(self) -> Path:
+        assert self.artifact_dir is not None  # set by the validator
+        return self.artifact_dir
+
+    def ensure_dirs(self) -> None:
+        """Create the folders the embedded mode writes to."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.artifacts_root.mkdir(parents=True, exist_ok=True)
+        if self.is_embedded_broker:
+            for sub in ("queue", "processed"):
+                (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,99 @@
+"""Method parameters as pydantic models, one per method, discriminated by ``name``.
+
+This module imports no torch: the API validates job bodies and documents each method's JSON
+schema from these classes without loading any ML code. The implementations live in
+``compression/methods/<name>.py`` and are registered under the same names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["METHOD_CONFIGS", "MethodConfig", "SvdConfig", "method_descriptions"]
+
+# Decoder-block Linear layers of the common architectures (Llama, Mistral, Qwen2, Phi, GPT-2 …).
+DEFAULT_TARGET_MODULES = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "dense",
+    "fc1",
+    "fc2",
+    "c_attn",
+    "c_proj",
+    "c_fc",
+    "qkv_proj",
+    "gate_up_proj",
+]
+
+
+class _MethodBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SvdConfig(_MethodBase):
+    """Activation-aware low-rank factorisation (SVD-LLM style), training-free.
+
+    Each selected Linear W (out x in) becomes B·A with rank r. With ``whitening`` the input
+    Gram matrix X·Xᵀ of the calibration activations is Cholesky-factorised (S), W·S is truncated
+    by SVD and un-whitened, which minimises the output error on the calibration data instead of
+    the weight error. Ranks are allocated so the whole model reaches the job's target count.
+    """
+
+    name: Literal["svd"] = "svd"
+    whitening: bool = Field(
+        default=True,
+        description="Whiten with the Cholesky factor of the input Gram matrix (SVD-LLM). "
+        "False gives plain weight SVD, kept as a baseline.",
+    )
+    allocation: Literal["uniform"] = Field(
+        default="uniform",
+        description="How ranks are spread over modules: 'uniform' keeps the same fraction "
+        "of every matrix's break-even rank.",
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        min_length=1,
+        description="Names (last component) of the Linear modules that may be factorised. "
+        "lm_head and embeddings are never factorised.",
+    )
+    rank_multiple: int = Field(
+        default=8, ge=1, le=256, description="Ranks are rounded to a multiple of this."
+    )
+    min_rank: int = Field(default=8, ge=1, description="No factor is thinner than this.")
+    damping: float = Field(
+        default=1e-4,
+        ge=0.0,
+        le=1.0,
+        description="Added to the Gram matrix diagonal, relative to its mean, so the "
+        "Cholesky factorisation exists for rank-deficient activations.",
+    )
+
+
+# Registry of parameter schemas by method name. A new method adds its class here and to the
+# union below; ``compression.methods`` registers the implementation under the same name.
+METHOD_CONFIGS: dict[str, type[_MethodBase]] = {"svd": SvdConfig}
+
+MethodConfig = Annotated[SvdConfig, Field(discriminator="name")]
+
+
+def method_descriptions() -> list[dict[str, object]]:
+    """Name, one-line description, full description and JSON schema of every method."""
+    out: list[dict[str, object]] = []
+    for name, cls in METHOD_CONFIGS.items():
+        doc = (cls.__doc__ or "").strip()
+        out.append(
+            {
+                "name": name,
+                "summary": doc.splitlines()[0] if doc else name,
+                "description": doc,
+                "parameters_schema": cls.model_json_schema(),
+            }
+        )
+    return out

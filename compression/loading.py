@@ -1,0 +1,83 @@
+"""Load a model and its tokenizer from the Hub, a local directory or a GGUF file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+__all__ = ["ModelSource", "load_model"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A Hub id (with revision) or a local ``path`` (a model directory, or one holding ``gguf_file``)."""
+
+    hub_id: str | None = None
+    revision: str = "main"
+    path: str | None = None
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+
+
+def load_model(
+    source: ModelSource, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """(model in eval mode on ``device``, tokenizer with a pad token) for ``source``.
+
+    A GGUF checkpoint is dequantised to ``dtype``; its ``quantization_config`` is removed, or a
+    model saved from it would claim to be GGUF-quantised and fail to load.
+    """
+    if (source.hub_id is None) == (source.path is None):
+        raise ValueError("a model source needs exactly one of hub_id or path")
+    kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code}
+    if source.hub_id is not None:
+        location: str = source.hub_id
+        kwargs["revision"] = source.revision
+        if source.gguf_file:
+            kwargs["gguf_file"] = source.gguf_file
+    else:
+        assert source.path is not None
+        path = Path(source.path)
+        if path.is_file() and path.suffix == ".gguf" and source.gguf_file is None:
+            path, gguf = path.parent, path.name  # a path straight to the .gguf file
+        else:
+            gguf = source.gguf_file
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory not found: {path}")
+        if gguf is not None:
+            if not (path / gguf).is_file():
+                raise FileNotFoundError(f"GGUF file {gguf!r} not found in {path}")
+            kwargs["gguf_file"] = gguf
+        elif not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path} has no config.json; pass gguf_file for a GGUF checkpoint"
+            )
+        location = str(path)
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    if "gguf_file" in kwargs:
+        _drop_quantization_config(model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _drop_quantization_config(model: Any) -> None:
+    # The weights are dense now; the GGUF marker would make save_pretrained output unloadable.
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    for attr in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attr, None) is not None:
+            setattr(model, attr, None)
+    if getattr(model, "is_quantized", False):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # a read-only property on some versions
+            pass

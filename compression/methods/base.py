@@ -1,0 +1,80 @@
+"""The method protocol, its result, and the registry of methods by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from compression.progress import Reporter
+
+__all__ = ["Method", "MethodResult", "available_methods", "get_method", "register"]
+
+
+@dataclass
+class MethodResult:
+    """What a method did to the model (which it modified in place)."""
+
+    ranks: dict[str, int]
+    params_before: int
+    params_after: int
+    tokens_used: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    """A compression method: modifies ``model`` in place to about ``target_params`` parameters.
+
+    Implementations raise ``UnreachableTargetError`` before any expensive work (plan from shapes
+    first, then calibrate), call ``reporter.check_cancelled()`` between units of work and send at
+    most about one ``reporter.event`` per decoder block or batch.
+    """
+
+    name: str
+
+    def run(
+        self,
+        model: nn.Module,
+        config: Any,
+        *,
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter,
+    ) -> MethodResult:
+        """Compress ``model`` in place and describe the result."""
+        ...
+
+
+_REGISTRY: dict[str, Method] = {}
+_T = TypeVar("_T")
+
+
+def register(name: str) -> Callable[[type[_T]], type[_T]]:
+    """Class decorator: register an instance of the class as method ``name``."""
+
+    def deco(cls: type[_T]) -> type[_T]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is already registered")
+        instance: Any = cls()
+        instance.name = name
+        _REGISTRY[name] = instance
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name`` (ValueError listing the known ones otherwise)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(available_methods()) or "none"
+        raise ValueError(f"unknown compression method {name!r}; available: {known}") from None
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,227 @@
+"""Turn a whole-model parameter target into per-module ranks (pure Python, no torch).
+
+Counts are unique parameters of the whole model: tied weights once, embeddings included. A Linear
+W (out x in) factorised at rank r costs r·(in + out) (+ out for the bias, unchanged), so it is only
+worth factorising while r·(in + out) < in·out, i.e. below its break-even rank in·out / (in + out).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "LinearShape",
+    "RankPlan",
+    "UnreachableTargetError",
+    "lowrank_param_count",
+    "plan_uniform",
+    "reachable_range",
+    "resolve_target",
+]
+
+
+@dataclass(frozen=True)
+class LinearShape:
+    """A factorisable matrix: full module name and its dense shape."""
+
+    name: str
+    in_features: int
+    out_features: int
+    bias: bool
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """Ranks of the modules to factorise (others stay dense) and the resulting counts."""
+
+    ranks: dict[str, int]
+    params_before: int
+    params_after: int
+    target_params: int
+
+
+class UnreachableTargetError(ValueError):
+    """The target parameter count cannot be reached within tolerance by this method."""
+
+    def __init__(
+        self,
+        *,
+        target_params: int,
+        min_params: int,
+        max_params: int,
+        total_params: int,
+        method: str = "svd",
+        closest_params: int | None = None,
+    ) -> None:
+        self.target_params = target_params
+        self.min_params = min_params
+        self.max_params = max_params
+        self.total_params = total_params
+        self.method = method
+        self.closest_params = closest_params
+        lo_pct = 100.0 * min_params / total_params
+        hi_pct = 100.0 * max_params / total_params
+        message = (
+            f"target of {target_params:,} parameters is not reachable with method {method}: "
+            f"reachable range is {min_params:,}–{max_params:,} "
+            f"({lo_pct:.1f}%–{hi_pct:.1f}% of the model's {total_params:,})"
+        )
+        if closest_params is not None:
+            # Inside the range but between two achievable counts (coarse rank steps).
+            message += (
+                f"; the closest achievable count is {closest_params:,} "
+                "(use a smaller rank_multiple for finer steps)"
+            )
+        super().__init__(message)
+
+
+def resolve_target(total_params: int, *, params: int | None = None, ratio: float | None = None) -> int:
+    """Target parameter count from exactly one of ``params`` (absolute) or ``ratio`` (0 < r <= 1)."""
+    if (params is None) == (ratio is None):
+        raise ValueError("give exactly one of params or ratio as the target")
+    if total_params <= 0:
+        raise ValueError(f"total_params must be positive, got {total_params}")
+    if ratio is not None:
+        if not 0.0 < ratio <= 1.0:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        return round(total_params * ratio)
+    assert params is not None
+    if params <= 0:
+        raise ValueError(f"params must be positive, got {params}")
+    return int(params)
+
+
+def lowrank_param_count(shape: LinearShape, rank: int) -> int:
+    """Parameters of ``shape`` factorised at ``rank``: r·(in + out), plus the bias if any."""
+    return rank * (shape.in_features + shape.out_features) + (shape.out_features if shape.bias else 0)
+
+
+def _dense_weight(shape: LinearShape) -> int:
+    return shape.in_features * shape.out_features
+
+
+def _saving(shape: LinearShape, rank: int) -> int:
+    """Parameters saved by factorising at ``rank``; 0 when the rank does not save (stays dense)."""
+    lowrank = rank * (shape.in_features + shape.out_features)
+    return max(0, _dense_weight(shape) - lowrank)
+
+
+def _min_rank(min_rank: int, rank_multiple: int) -> int:
+    # The thinnest factor: at least min_rank and a multiple of rank_multiple.
+    return max(rank_multiple, math.ceil(min_rank / rank_multiple) * rank_multiple)
+
+
+def reachable_range(
+    linears: Sequence[LinearShape], *, total_params: int, min_rank: int, rank_multiple: int
+) -> tuple[int, int]:
+    """(fewest, most) parameters any plan can give: every candidate at the minimum rank, or none."""
+    r_min = _min_rank(min_rank, rank_multiple)
+    return total_params - sum(_saving(s, r_min) for s in linears), total_params
+
+
+def _floor_ranks(
+    linears: Sequence[LinearShape], fraction: float, r_min: int, multiple: int
+) -> dict[str, int]:
+    """Every matrix at ``fraction`` of its break-even rank, rounded down to the multiple."""
+    ranks: dict[str, int] = {}
+    for s in linears:
+        breakeven = _dense_weight(s) / (s.in_features + s.out_features)
+        ranks[s.name] = max(r_min, int(fraction * breakeven // multiple) * multiple)
+    return ranks
+
+
+def _count(linears: Sequence[LinearShape], ranks: dict[str, int], total_params: int) -> int:
+    return total_params - sum(_saving(s, ranks[s.name]) for s in linears)
+
+
+def plan_uniform(
+    linears: Sequence[LinearShape],
+    *,
+    total_params: int,
+    target_params: int,
+    min_rank: int = 8,
+    rank_multiple: int = 8,
+    tolerance: float = 0.01,
+) -> RankPlan:
+    """Ranks that keep the same fraction f of every matrix's break-even rank.
+
+    f is found by bisection (the count is monotone in f) as the largest fraction whose ranks,
+    rounded down to ``rank_multiple``, stay at or below the target. Then, largest remainder
+    first, single matrices are rounded up instead of down while that brings the count closer to
+    the target, so ranks of equal-shaped matrices differ by at most one step. A matrix whose rank
+    reaches its break-even stays dense. Raises :class:`UnreachableTargetError` when the closest
+    plan is further than ``tolerance`` (relative) from the target.
+    """
+    if rank_multiple < 1 or min_rank < 1:
+        raise ValueError("min_rank and rank_multiple must be at least 1")
+    lo_count, hi_count = reachable_range(
+        linears, total_params=total_params, min_rank=min_rank, rank_multiple=rank_multiple
+    )
+    if target_params > total_params or target_params <= 0:
+        raise UnreachableTargetError(
+            target_params=target_params,
+            min_params=lo_count,
+            max_params=hi_count,
+            total_params=total_params,
+        )
+    r_min = _min_rank(min_rank, rank_multiple)
+    # Only matrices that save parameters even at the thinnest rank are candidates.
+    cands = [s for s in linears if _saving(s, r_min) > 0]
+
+    lo, hi = 0.0, 1.0
+    if _count(cands, _floor_ranks(cands, hi, r_min, rank_multiple), total_params) <= target_params:
+        lo = hi
+    else:
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            ranks = _floor_ranks(cands, mid, r_min, rank_multiple)
+            if _count(cands, ranks, total_params) <= target_params:
+                lo = mid
+            else:
+                hi = mid
+    ranks = _floor_ranks(cands, lo, r_min, rank_multiple)
+    count = _count(cands, ranks, total_params)
+
+    def bump_cost(s: LinearShape) -> int:
+        # Parameters added by rounding this matrix up one step (possibly back to dense).
+        r = ranks[s.name]
+        return _saving(s, r) - _saving(s, r + rank_multiple)
+
+    def remainder(s: LinearShape) -> float:
+        breakeven = _dense_weight(s) / (s.in_features + s.out_features)
+        return (lo * breakeven / rank_multiple) % 1.0
+
+    # Largest remainder first; stable on ties so equal shapes are treated in module order.
+    pending = [s for s in sorted(cands, key=remainder, reverse=True) if _saving(s, ranks[s.name])]
+    for s in pending:
+        cost = bump_cost(s)
+        if cost > 0 and count + cost <= target_params:
+            ranks[s.name] += rank_multiple
+            count += cost
+    # One step over the target may still be closer than the count just below it.
+    over = [
+        (abs(count + bump_cost(s) - target_params), s)
+        for s in cands
+        if _saving(s, ranks[s.name]) and bump_cost(s) > 0
+    ]
+    if over:
+        dist, s = min(over, key=lambda t: t[0])
+        if dist < abs(count - target_params):
+            count += bump_cost(s)
+            ranks[s.name] += rank_multiple
+
+    if abs(count - target_params) > tolerance * target_params:
+        inside = lo_count <= target_params <= hi_count
+        raise UnreachableTargetError(
+            target_params=target_params,
+            min_params=lo_count,
+            max_params=hi_count,
+            total_params=total_params,
+            closest_params=count if inside else None,
+        )
+    kept = {s.name: ranks[s.name] for s in cands if _saving(s, ranks[s.name]) > 0}
+    return RankPlan(
+        ranks=kept, params_before=total_params, params_after=count, target_params=target_params
+    )

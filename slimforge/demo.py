@@ -1,0 +1,145 @@
+"""The README's first command: compress a real model end to end through the real service.
+
+Starts ``slimforge serve`` (API + a real Celery worker process, SQLite, file-system broker)
+in a data folder, submits an ``svd`` job for SmolLM2-135M-Instruct over HTTP, follows its
+server-sent events and prints the result table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.settings import Settings
+from slimforge.demo_model import GGUF, fetch_smollm2
+
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the server exited during start-up; see its log above")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not become ready in time")
+
+
+def _create_key(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "slimforge.cli", "admin", "create-key", "--tenant", "demo"],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _follow(client: httpx.Client, job_id: str) -> None:
+    """Print the job's events as they arrive (server-sent events)."""
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", params={"stream": "true"},
+                       timeout=None) as response:
+        response.raise_for_status()
+        kind = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: ") and kind == "job.event":
+                event = json.loads(line[6:])
+                stage = f"[{event['stage']}]" if event["stage"] else ""
+                extra = {k: v for k, v in event["data"].items() if k != "ranks"}
+                detail = f"  {json.dumps(extra)}" if extra else ""
+                print(f"  {event['time'][11:19]} {stage:<14} {event['message']}{detail}",
+                      flush=True)
+            elif line.startswith("data: ") and kind == "job.end":
+                return
+
+
+def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
+    m = job["metrics"]
+    rows = [
+        ("parameters", f"{m['params_before']:,}", f"{m['params_after']:,}",
+         f"{m['achieved_ratio']:.2%} of the model; target {m['target_params']:,} "
+         f"({m['target_error']:+.2%})"),
+    ]
+    if "teacher_perplexity" in m:
+        rows.append(("perplexity (eval text)", f"{m['teacher_perplexity']:.3f}",
+                     f"{m['student_perplexity']:.3f}", f"x{m['perplexity_ratio']:.2f}"))
+    rows.append(("artifact size", "", f"{m['artifact_bytes'] / 1e6:.1f} MB",
+                 f"{len(artifact['files'])} files"))
+    rows.append(("peak memory (worker)", "", f"{m['peak_rss_bytes'] / 2**30:.2f} GiB", ""))
+    total = sum(m["stage_seconds"].values())
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in m["stage_seconds"].items())
+    rows.append(("time", "", f"{total:.0f} s", stages))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{'':<{width[0]}}  {'teacher':>{width[1]}}  {'student':>{width[2]}}"]
+    lines += [f"{a:<{width[0]}}  {b:>{width[1]}}  {c:>{width[2]}}  {d}" for a, b, c, d in rows]
+    lines.append(f"artifact: {folder}")
+    return "\n".join(lines)
+
+
+def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
+    settings = Settings()
+    print(f"slimforge demo: data folder {settings.home}")
+    model_dir = fetch_smollm2(settings.home / "models")
+    print(f"model: {model_dir / GGUF}")
+    env = os.environ.copy()
+    env["SLIMFORGE_HOME"] = str(settings.home)
+    env["SLIMFORGE_LOCAL_ROOTS"] = json.dumps([str(CORPUS), str(settings.home)])
+    port = port or _free_port()
+    base = f"http://127.0.0.1:{port}"
+    key = _create_key(env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env=env
+    )
+    try:
+        _wait_ready(base, server)
+        body = {
+            "model": {"path": str(model_dir), "gguf_file": GGUF},
+            "target": {"ratio": ratio},
+            "method": {"name": "svd"},
+            "calibration": {"path": str(CORPUS / "calibration.txt"),
+                            "max_tokens": calibration_tokens},
+            "evaluation": {"path": str(CORPUS / "evaluation.txt")},
+            "metadata": {"source": "slimforge demo"},
+        }
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
+                          timeout=30) as client:
+            response = client.post("/v1/jobs", json=body)
+            if response.status_code != 202:
+                print(f"submit failed: {response.status_code} {response.text}")
+                return 1
+            job_id = response.json()["id"]
+            print(f"submitted {job_id} (POST /v1/jobs -> 202, Location {response.headers['location']})")
+            _follow(client, job_id)
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job["status"] != "succeeded":
+                print(f"job {job['status']}: {job['error']}")
+                return 1
+            artifact = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+        print()
+        print(_table(job, artifact, settings.artifacts_root / job_id))
+        return 0
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()

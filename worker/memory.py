@@ -1,0 +1,59 @@
+"""Peak memory of a job: resident set size sampled in a thread, plus CUDA's own counter.
+
+``ru_maxrss`` is the peak of the whole worker process since it started, which with a
+long-lived ``--pool solo`` worker would include earlier jobs, so we sample RSS per job instead.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: fall back to the process-wide peak
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class PeakMemory:
+    """Track the peak RSS (and CUDA allocation) between ``start`` and ``stop``."""
+
+    def __init__(self, *, device: str, interval: float = 0.1):
+        self.device = device
+        self.interval = interval
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.peak_rss = _rss_bytes()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="peak-memory")
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, _rss_bytes())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    def snapshot(self) -> dict[str, int]:
+        """Peak memory so far, in bytes."""
+        self.peak_rss = max(self.peak_rss, _rss_bytes())
+        out = {"peak_rss_bytes": self.peak_rss}
+        if self.device == "cuda":
+            out["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated())
+        return out

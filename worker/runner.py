@@ -1,0 +1,324 @@
+"""A job's stages as plain functions: testable without a broker, called by the Celery task.
+
+load → calibrate → compress → evaluate → export → store. Every stage records its start in the
+job's event log; compression code reports per-block progress through :class:`JobReporter`,
+which also renews the job's lease and honours cancellation between blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.artifacts.service import record_artifact
+from app.artifacts.storage import LocalArtifactStore
+from app.db import session_scope
+from app.jobs import lifecycle
+from app.jobs.service import add_event
+from app.settings import Settings
+from compression import (
+    Cancelled,
+    ModelSource,
+    TextSource,
+    UnreachableTargetError,
+    count_parameters,
+    export_artifact,
+    get_method,
+    load_model,
+    load_texts,
+    perplexity,
+    render_model_card,
+    resolve_target,
+    token_blocks,
+)
+from compression.configs import METHOD_CONFIGS
+from worker.memory import PeakMemory
+
+__all__ = ["JobReporter", "LeaseLost", "default_owner", "run_job"]
+
+log = logging.getLogger("slimforge.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease expired): stop without touching it."""
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class JobReporter:
+    """Writes progress events to the job's log; renews the lease; reads the cancel flag."""
+
+    factory: sessionmaker[Session]
+    job_id: str
+    owner: str
+    lease_seconds: int
+    stage: str | None = None
+    check_interval: float = 1.0
+    _last_check: float = field(default=0.0, init=False)
+    _last_renew: float = field(default_factory=time.monotonic, init=False)
+
+    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+        with session_scope(self.factory) as session:
+            add_event(
+                session, job_id=self.job_id, stage=self.stage, level=level, message=message,
+                data=data,
+            )
+        self._renew_if_due()
+
+    def check_cancelled(self) -> None:
+        now = time.monotonic()
+        if now - self._last_check < self.check_interval:
+            return
+        self._last_check = now
+        with self.factory() as session:
+            cancelled = lifecycle.is_cancel_requested(session, job_id=self.job_id)
+        if cancelled:
+            raise Cancelled("cancelled on request")
+        self._renew_if_due()
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        with self.factory() as session:
+            lifecycle.set_stage(session, job_id=self.job_id, stage=stage)
+        self.check_cancelled()
+
+    def _renew_if_due(self) -> None:
+        # Renew at a third of the lease so two missed renewals still leave time.
+        if time.monotonic() - self._last_renew < self.lease_seconds / 3:
+            return
+        with self.factory() as session:
+            if not lifecycle.renew_lease(
+                session, job_id=self.job_id, owner=self.owner, lease_seconds=self.lease_seconds
+            ):
+                raise LeaseLost(self.job_id)
+        self._last_renew = time.monotonic()
+
+
+def _device(settings: Settings) -> str:
+    if settings.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return settings.device
+
+
+def _text_source(data: dict[str, Any]) -> TextSource:
+    return TextSource(
+        path=data.get("path"),
+        dataset=data.get("dataset"),
+        split=data.get("split", "train"),
+        config_name=data.get("config_name"),
+        field=data.get("field", "text"),
+        revision=data.get("revision"),
+    )
+
+
+def _model_source(spec: dict[str, Any]) -> ModelSource:
+    m = spec["model"]
+    return ModelSource(
+        hub_id=m.get("id"), revision=m.get("revision") or "main", path=m.get("path"),
+        gguf_file=m.get("gguf_file"),
+    )
+
+
+def _describe_base(spec: dict[str, Any]) -> str:
+    m = spec["model"]
+    if m.get("id"):
+        return str(m["id"])
+    return str(m.get("gguf_file") or Path(m["path"]).name)
+
+
+def _execute(
+    *, settings: Settings, job_id: str, spec: dict[str, Any], reporter: JobReporter
+) -> dict[str, Any]:
+    """Run every stage; returns the job's metrics. Raises Cancelled / errors to the caller."""
+    metrics: dict[str, Any] = {"stage_seconds": {}}
+    timings: dict[str, float] = metrics["stage_seconds"]
+    device = _device(settings)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    config = METHOD_CONFIGS[spec["method"]["name"]].model_validate(spec["method"])
+    method = get_method(config.name)
+    memory = PeakMemory(device=device)
+    memory.start()
+    try:
+        # --- loading: the model, its size, and whether the target is reachable at all.
+        t0 = time.monotonic()
+        reporter.enter("loading")
+        model, tokenizer = load_model(_model_source(spec), dtype=dtype, device=device)
+        params_before = count_parameters(model)
+        target = spec["target"]
+        target_params = resolve_target(
+            params_before, params=target.get("params"), ratio=target.get("ratio")
+        )
+        plan = method.plan(model, config, target_params=target_params)
+        reporter.event(
+            "model loaded",
+            data={"params": params_before, "target_params": target_params,
+                  "planned_params": plan.params_after, "device": device},
+        )
+        timings["loading"] = round(time.monotonic() - t0, 3)
+
+        # --- calibrating: tokenise the calibration (and evaluation) text; teacher baseline.
+        t0 = time.monotonic()
+        reporter.enter("calibrating")
+        calib = spec["calibration"]
+        blocks = token_blocks(
+            load_texts(_text_source(calib)), tokenizer,
+            seq_len=calib["seq_len"], max_tokens=calib["max_tokens"],
+        )
+        eval_blocks = None
+        if spec.get("evaluation"):
+            ev = spec["evaluation"]
+            eval_blocks = token_blocks(
+                load_texts(_text_source(ev)), tokenizer,
+                seq_len=ev["seq_len"], max_tokens=ev["max_tokens"],
+            )
+            metrics["teacher_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
+            metrics["evaluation_tokens"] = int(eval_blocks.numel())
+            reporter.event(
+                "teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]}
+            )
+        reporter.event("calibration data ready", data={"tokens": int(blocks.numel())})
+        timings["calibrating"] = round(time.monotonic() - t0, 3)
+
+        # --- compressing
+        t0 = time.monotonic()
+        reporter.enter("compressing")
+        result = method.run(
+            model, config, blocks=blocks, target_params=target_params, reporter=reporter
+        )
+        params_after = count_parameters(model)
+        metrics.update(
+            params_before=params_before,
+            params_after=params_after,
+            target_params=target_params,
+            achieved_ratio=round(params_after / params_before, 6),
+            target_error=round(params_after / target_params - 1.0, 6),
+            tokens_used=result.tokens_used,
+            ranks=result.ranks,
+        )
+        timings["compressing"] = round(time.monotonic() - t0, 3)
+
+        # --- evaluating
+        t0 = time.monotonic()
+        reporter.enter("evaluating")
+        if eval_blocks is not None:
+            metrics["student_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
+            metrics["perplexity_ratio"] = metrics["student_perplexity"] / metrics[
+                "teacher_perplexity"
+            ]
+            reporter.event(
+                "student perplexity",
+                data={"perplexity": metrics["student_perplexity"],
+                      "ratio": metrics["perplexity_ratio"]},
+            )
+        else:
+            reporter.event("no evaluation data given; perplexity not measured")
+        timings["evaluating"] = round(time.monotonic() - t0, 3)
+        metrics.update(memory.snapshot())
+
+        # --- exporting: Hugging Face folder, written atomically by the exporter.
+        t0 = time.monotonic()
+        reporter.enter("exporting")
+        store = LocalArtifactStore(settings.artifacts_root)
+        dest = store.job_dir(job_id)
+        if dest.exists():  # a previous attempt died after exporting: start clean
+            shutil.rmtree(dest)
+        card = render_model_card(
+            base_model=_describe_base(spec),
+            method=config.name,
+            target=_target_text(target),
+            params_before=params_before,
+            params_after=params_after,
+            metrics=metrics,
+            ranks=result.ranks or None,
+            job_parameters={"job_id": job_id, **spec},
+        )
+        files = export_artifact(
+            model.to("cpu"), tokenizer, dest, model_card=card,
+            lowrank_ranks=result.ranks or None,
+            metadata={"job_id": job_id, "method": config.name, "metrics": metrics},
+        )
+        metrics["artifact_bytes"] = sum(f.size for f in files)
+        timings["exporting"] = round(time.monotonic() - t0, 3)
+
+        # --- storing: record the manifest so the API can list and serve the files.
+        t0 = time.monotonic()
+        reporter.enter("storing")
+        with session_scope(reporter.factory) as session:
+            record_artifact(
+                session, job_id=job_id, location=job_id,
+                files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+            )
+        timings["storing"] = round(time.monotonic() - t0, 3)
+        metrics.update(memory.snapshot())
+        return metrics
+    finally:
+        memory.stop()
+
+
+def _target_text(target: dict[str, Any]) -> str:
+    if target.get("params") is not None:
+        return f"{target['params']:,} parameters"
+    return f"{target['ratio']:.0%} of the parameters"
+
+
+def run_job(
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    job_id: str,
+    owner: str | None = None,
+) -> str | None:
+    """Run a job if this worker wins its lease; returns its final status, None if skipped.
+
+    Safe to call for a redelivered message: a job running elsewhere or already ended is left
+    alone. A cancelled job's partial artifact is removed; a failure records a clear error.
+    """
+    owner = owner or default_owner()
+    with session_factory() as session:
+        job = lifecycle.claim_job(
+            session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
+        )
+    if job is None:
+        log.info("job %s is not runnable here (running elsewhere, ended or unknown)", job_id)
+        return None
+    reporter = JobReporter(session_factory, job_id, owner, settings.lease_seconds)
+    status, error = "succeeded", None
+    try:
+        metrics = _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
+        with session_factory() as session:
+            lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
+    except LeaseLost:
+        log.warning("job %s: lease lost to another worker; stopping", job_id)
+        return None
+    except Cancelled:
+        status = "cancelled"
+        shutil.rmtree(LocalArtifactStore(settings.artifacts_root).job_dir(job_id),
+                      ignore_errors=True)
+    except UnreachableTargetError as exc:
+        status, error = "failed", str(exc)
+    except (FileNotFoundError, ValueError) as exc:
+        status, error = "failed", str(exc)
+    except torch.OutOfMemoryError:
+        status, error = "failed", (
+            "out of memory: use a smaller calibration batch or sequence length, or a worker "
+            "with more memory"
+        )
+    except Exception as exc:
+        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    with session_factory() as session:
+        lifecycle.finish_job(session, job_id=job_id, owner=owner, status=status, error=error)
+    return status
