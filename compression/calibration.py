@@ -75,7 +75,9 @@ def collect_input_grams(
     """
     reporter = reporter or NullReporter()
     if blocks.dim() != 2 or blocks.shape[0] == 0:
-        raise ValueError(f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}")
+        raise ValueError(
+            f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
+        )
     collector = _GramCollector()
     handles = [
         model.get_submodule(name).register_forward_pre_hook(collector.hook(name))

@@ -98,7 +98,9 @@ def load_texts(source: TextSource) -> list[Document]:
         elif suffix == ".jsonl":
             docs = _load_jsonl(path, source.field)
         else:
-            raise ValueError(f"unsupported text file type {suffix!r} ({path}); use .txt, .md or .jsonl")
+            raise ValueError(
+                f"unsupported text file type {suffix!r} ({path}); use .txt, .md or .jsonl"
+            )
     if not docs:
         raise ValueError(f"no text found in {source.path or source.dataset}")
     return docs

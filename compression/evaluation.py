@@ -25,7 +25,7 @@ def perplexity(
 ) -> float:
     """exp(mean next-token NLL) over every predicted token of ``blocks`` [n_blocks, seq_len].
 
-    Each block is scored independently (seq_len − 1 predictions per block); the NLL is summed in
+    Each block is scored independently (seq_len - 1 predictions per block); the NLL is summed in
     float64 so the mean does not depend on the batch size.
     """
     reporter = reporter or NullReporter()

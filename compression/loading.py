@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ __all__ = ["ModelSource", "load_model"]
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A Hub id (with revision) or a local ``path`` (a model directory, or one holding ``gguf_file``)."""
+    """A Hub id (with revision) or a local ``path`` (a model dir, or one with ``gguf_file``)."""
 
     hub_id: str | None = None
     revision: str = "main"
@@ -42,10 +43,9 @@ def load_model(
     else:
         assert source.path is not None
         path = Path(source.path)
-        if path.is_file() and path.suffix == ".gguf" and source.gguf_file is None:
+        gguf: str | None = source.gguf_file
+        if path.is_file() and path.suffix == ".gguf" and gguf is None:
             path, gguf = path.parent, path.name  # a path straight to the .gguf file
-        else:
-            gguf = source.gguf_file
         if not path.is_dir():
             raise FileNotFoundError(f"model directory not found: {path}")
         if gguf is not None:
@@ -63,7 +63,7 @@ def load_model(
         _drop_quantization_config(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return model, tokenizer
 
@@ -77,7 +77,5 @@ def _drop_quantization_config(model: Any) -> None:
         if getattr(model, attr, None) is not None:
             setattr(model, attr, None)
     if getattr(model, "is_quantized", False):
-        try:
+        with contextlib.suppress(AttributeError):  # a read-only property on some versions
             model.is_quantized = False
-        except AttributeError:  # a read-only property on some versions
-            pass

@@ -65,8 +65,8 @@ class UnreachableTargetError(ValueError):
         hi_pct = 100.0 * max_params / total_params
         message = (
             f"target of {target_params:,} parameters is not reachable with method {method}: "
-            f"reachable range is {min_params:,}–{max_params:,} "
-            f"({lo_pct:.1f}%–{hi_pct:.1f}% of the model's {total_params:,})"
+            f"reachable range is {min_params:,}–{max_params:,} "  # noqa: RUF001
+            f"({lo_pct:.1f}%–{hi_pct:.1f}% of the model's {total_params:,})"  # noqa: RUF001
         )
         if closest_params is not None:
             # Inside the range but between two achievable counts (coarse rank steps).
@@ -77,8 +77,10 @@ class UnreachableTargetError(ValueError):
         super().__init__(message)
 
 
-def resolve_target(total_params: int, *, params: int | None = None, ratio: float | None = None) -> int:
-    """Target parameter count from exactly one of ``params`` (absolute) or ``ratio`` (0 < r <= 1)."""
+def resolve_target(
+    total_params: int, *, params: int | None = None, ratio: float | None = None
+) -> int:
+    """Target count from exactly one of ``params`` (absolute) or ``ratio`` (0 < r <= 1)."""
     if (params is None) == (ratio is None):
         raise ValueError("give exactly one of params or ratio as the target")
     if total_params <= 0:
@@ -95,7 +97,9 @@ def resolve_target(total_params: int, *, params: int | None = None, ratio: float
 
 def lowrank_param_count(shape: LinearShape, rank: int) -> int:
     """Parameters of ``shape`` factorised at ``rank``: r·(in + out), plus the bias if any."""
-    return rank * (shape.in_features + shape.out_features) + (shape.out_features if shape.bias else 0)
+    return rank * (shape.in_features + shape.out_features) + (
+        shape.out_features if shape.bias else 0
+    )
 
 
 def _dense_weight(shape: LinearShape) -> int:

@@ -19,7 +19,9 @@ class Cancelled(Exception):
 class Reporter(Protocol):
     """What the compression code needs from its caller to report progress."""
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         """Record one progress event (at most about one per block / batch)."""
         ...
 
@@ -31,7 +33,9 @@ class Reporter(Protocol):
 class NullReporter:
     """A reporter that records nothing and is never cancelled."""
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         """Ignore the event."""
 
     def check_cancelled(self) -> None:
@@ -46,7 +50,9 @@ class RecordingReporter:
         self.checks = 0
         self.cancel_after = cancel_after
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         """Append ``(level, message, data)`` to :attr:`events`."""
         self.events.append((level, message, dict(data or {})))
 

@@ -29,13 +29,16 @@ __all__ = [
 
 
 def claim_job(session: Session, *, job_id: str, owner: str, lease_seconds: int) -> Job | None:
-    """Take the job's lease and mark it running; None when another run owns or ended it."""
+    """Take the job's lease and mark it running; None when another run owns or ended it.
+
+    A job with a pending cancel request is still claimed: the runner's first check then ends
+    it ``cancelled`` instead of leaving it ``running`` after a crash.
+    """
     now = utcnow()
     result = session.execute(
         update(Job)
         .where(
             Job.id == job_id,
-            Job.cancel_requested.is_(False),
             or_(
                 Job.status == "queued",
                 and_(Job.status == "running", Job.lease_expires_at < now),

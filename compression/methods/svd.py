@@ -1,7 +1,7 @@
 """Method ``svd``: training-free low-rank factorisation, plain or activation-whitened (SVD-LLM).
 
 With input Gram C = XᵀX (in x in) and its Cholesky factor S (C = S·Sᵀ), the output error on the
-calibration activations is ‖(W − B·A)·Xᵀ‖² = ‖(W − B·A)·S‖², so the best rank-r B·A is the
+calibration activations is ‖(W - B·A)·Xᵀ‖² = ‖(W - B·A)·S‖², so the best rank-r B·A is the
 truncated SVD of W·S, un-whitened by S⁻¹ on the right.
 """
 
@@ -29,9 +29,7 @@ from compression.progress import NullReporter, Reporter
 __all__ = ["SvdMethod", "cholesky_whitener", "plain_factors", "whitened_factors"]
 
 
-def _split_truncated(
-    m: torch.Tensor, rank: int
-) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _split_truncated(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Rank-r SVD of m [out, in] split as (√Σ·Vᵀ [r, in], U·√Σ [out, r], kept energy share)."""
     u, s, vh = torch.linalg.svd(m, full_matrices=False)
     root = s[:rank].sqrt()
@@ -78,7 +76,7 @@ def whitened_factors(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SVD-LLM factors of W [out, in] given the input Gram [in, in]: A [r, in], B [out, r].
 
-    B·A minimises ‖(W − B·A)·S‖_F over rank-r matrices, i.e. the output error on the calibration
+    B·A minimises ‖(W - B·A)·S‖_F over rank-r matrices, i.e. the output error on the calibration
     inputs (with the damped Gram). Float64 results; cast them to the model dtype.
     """
     a, b, _ = _whitened_from_s(weight, cholesky_whitener(gram, damping), rank)
@@ -129,8 +127,12 @@ class SvdMethod:
         names = list(plan.ranks)
         reporter.event(
             "rank plan ready",
-            data={"modules": len(names), "params_before": total, "params_target": target_params,
-                  "params_planned": plan.params_after},
+            data={
+                "modules": len(names),
+                "params_before": total,
+                "params_target": target_params,
+                "params_planned": plan.params_after,
+            },
         )
         grams: dict[str, torch.Tensor] = {}
         tokens = 0

@@ -1,0 +1,23 @@
+# Two images from one file:
+#   docker build --target api -t slimforge-api .       FastAPI, no torch
+#   docker build --target worker -t slimforge-worker . Celery worker with CUDA torch
+FROM python:3.11-slim AS base
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /srv/slimforge
+COPY pyproject.toml README.md alembic.ini ./
+COPY app ./app
+COPY worker ./worker
+COPY compression ./compression
+COPY slimforge ./slimforge
+COPY migrations ./migrations
+COPY data ./data
+
+FROM base AS api
+RUN pip install -e .
+EXPOSE 8000
+CMD ["uvicorn", "app.asgi:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4"]
+
+FROM base AS worker
+# torch==2.13.0 from PyPI is the CUDA build on linux/x86_64.
+RUN pip install -e ".[ml]"
+CMD ["slimforge", "worker"]

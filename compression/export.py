@@ -1,0 +1,248 @@
+"""Write a compressed model as a Hugging Face folder that stock transformers loads.
+
+Dense models are written with plain ``save_pretrained``. Low-rank models additionally ship their
+modelling code (generated from ``templates/*.py.tmpl``, with the very source of
+``LowRankLinear`` injected) and an ``auto_map``, so that
+``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`` needs nothing but torch and
+transformers. Every artifact ends with ``manifest.json`` (size and sha256 of every other file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import shutil
+import string
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from compression.lowrank import LowRankLinear
+
+__all__ = ["ArtifactFile", "export_artifact", "lowrank_remote_code", "render_model_card"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+CONFIG_FILE = "configuration_slimforge_lowrank.py"
+MODELING_FILE = "modeling_slimforge_lowrank.py"
+LOWRANK_MODEL_TYPE = "slimforge_lowrank"
+
+
+@dataclass(frozen=True)
+class ArtifactFile:
+    """One file of an artifact, relative to its root."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _transformers_path(cls: type) -> str:
+    """``models.llama.modeling_llama`` for a class defined inside the transformers package."""
+    module = cls.__module__
+    if not module.startswith("transformers."):
+        raise ValueError(
+            f"{cls.__name__} is not a transformers class ({module}); only models whose base "
+            "architecture ships with transformers can be exported as low-rank artifacts"
+        )
+    return module.removeprefix("transformers.")
+
+
+def lowrank_remote_code(model: nn.Module) -> dict[str, str]:
+    """The two remote-code files (name -> source) for a low-rank version of ``model``'s class."""
+    config_cls = type(model.config)
+    values = {
+        "config_module": _transformers_path(config_cls),
+        "config_class": config_cls.__name__,
+        "model_module": _transformers_path(type(model)),
+        "model_class": type(model).__name__,
+        "lowrank_source": inspect.getsource(LowRankLinear),
+    }
+    return {
+        name: string.Template((_TEMPLATES / f"{name}.tmpl").read_text()).substitute(values)
+        for name in (CONFIG_FILE, MODELING_FILE)
+    }
+
+
+def _check_ranks(model: nn.Module, ranks: dict[str, int]) -> None:
+    # The config must describe exactly the modules in the state dict, or loading breaks.
+    found = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    if found != {n: int(r) for n, r in ranks.items()}:
+        missing = sorted(set(ranks) ^ set(found))[:5]
+        raise ValueError(f"lowrank_ranks do not match the model's LowRankLinear modules: {missing}")
+
+
+def _write_lowrank_config(root: Path, model: nn.Module, ranks: dict[str, int]) -> None:
+    path = root / "config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["slimforge_base_model_type"] = config.get("model_type")
+    config["model_type"] = LOWRANK_MODEL_TYPE
+    config["architectures"] = ["SlimforgeLowRankForCausalLM"]
+    config["auto_map"] = {
+        "AutoConfig": f"{CONFIG_FILE[:-3]}.SlimforgeLowRankConfig",
+        "AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.SlimforgeLowRankForCausalLM",
+    }
+    config["lowrank_ranks"] = {n: int(r) for n, r in ranks.items()}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for name, source in lowrank_remote_code(model).items():
+        (root / name).write_text(source, encoding="utf-8")
+
+
+def export_artifact(
+    model: nn.Module,
+    tokenizer: Any,
+    dest: Path,
+    *,
+    model_card: str,
+    lowrank_ranks: dict[str, int] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> list[ArtifactFile]:
+    """Write the artifact folder ``dest`` (which must not exist) and return its files.
+
+    Everything is written into a temporary sibling directory that is renamed to ``dest`` at the
+    end, so ``dest`` either does not exist or is complete. ``manifest.json`` is written last and
+    lists every other file; the returned list includes it as its last entry.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"artifact destination already exists: {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        config = model.config
+        if hasattr(config, "quantization_config"):  # a dequantised GGUF model is dense now
+            delattr(config, "quantization_config")
+        if lowrank_ranks:
+            _check_ranks(model, lowrank_ranks)
+        model.save_pretrained(tmp)  # type: ignore[operator]
+        tokenizer.save_pretrained(tmp)
+        if lowrank_ranks:
+            _write_lowrank_config(tmp, model, lowrank_ranks)
+        (tmp / "README.md").write_text(model_card, encoding="utf-8")
+        files = [
+            ArtifactFile(p.relative_to(tmp).as_posix(), p.stat().st_size, _sha256(p))
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        ]
+        manifest = {
+            "format": "slimforge-artifact/1",
+            "lowrank": bool(lowrank_ranks),
+            "files": [asdict(f) for f in files],
+            "metadata": metadata or {},
+        }
+        manifest_path = tmp / "manifest.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        files.append(
+            ArtifactFile("manifest.json", manifest_path.stat().st_size, _sha256(manifest_path))
+        )
+        tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return files
+
+
+def render_model_card(
+    *,
+    base_model: str,
+    method: str,
+    target: str,
+    params_before: int,
+    params_after: int,
+    metrics: dict[str, Any],
+    ranks: dict[str, int] | None,
+    job_parameters: dict[str, Any],
+) -> str:
+    """A README.md with YAML front matter, what was done, evaluation, how to load, parameters.
+
+    ``metrics`` may hold ``teacher_perplexity``, ``student_perplexity``, ``file_size_bytes`` and
+    any other numbers (shown as extra rows).
+    """
+    lowrank = bool(ranks)
+    tags = ["slimforge", method, "compressed"] + (["low-rank", "custom_code"] if lowrank else [])
+    front = [
+        "---",
+        f"base_model: {json.dumps(base_model)}",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "tags:",
+        *[f"- {t}" for t in tags],
+        "---",
+    ]
+    reduction = 100.0 * (1 - params_after / params_before) if params_before else 0.0
+    done = [
+        f"# {base_model.split('/')[-1]} compressed with slimforge ({method})",
+        "",
+        "## What was done",
+        "",
+        f"`{base_model}` was compressed with the **{method}** method to the target {target}: "
+        f"{params_before:,} → {params_after:,} parameters ({reduction:.1f}% fewer; unique "
+        "parameters, tied weights counted once, embeddings included).",
+    ]
+    if lowrank:
+        assert ranks is not None
+        values = sorted(ranks.values())
+        done += [
+            "",
+            f"{len(ranks)} Linear layers were replaced by low-rank factors B·A (ranks "
+            f"{values[0]} to {values[-1]}, median {values[len(values) // 2]}); the per-module "
+            "ranks are in `config.json` under `lowrank_ranks`.",
+        ]
+    teacher, student = metrics.get("teacher_perplexity"), metrics.get("student_perplexity")
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else "n/a" if v is None else str(v)
+
+    table = [
+        "",
+        "## Evaluation",
+        "",
+        "| metric | teacher | student |",
+        "|---|---|---|",
+        f"| parameters | {params_before:,} | {params_after:,} |",
+        f"| perplexity | {fmt(teacher)} | {fmt(student)} |",
+    ]
+    for key, value in metrics.items():
+        if key not in {"teacher_perplexity", "student_perplexity"}:
+            table.append(f"| {key} | | {fmt(value)} |")
+    remote = ", trust_remote_code=True" if lowrank else ""
+    how = [
+        "",
+        "## How to load",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'path = "path/or/hub-id/of/this/model"',
+        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        f"model = AutoModelForCausalLM.from_pretrained(path{remote})",
+        "```",
+    ]
+    if lowrank:
+        how += [
+            "",
+            "`trust_remote_code=True` runs the two small files shipped here "
+            f"(`{CONFIG_FILE}`, `{MODELING_FILE}`); they need only torch and transformers.",
+        ]
+    params = [
+        "",
+        "## Parameters",
+        "",
+        "```json",
+        json.dumps(job_parameters, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
+    return "\n".join(front + done + table + how + params)

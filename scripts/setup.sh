@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what slimforge needs into .venv (idempotent).
+#   scripts/setup.sh          the service + the compression library (enough for the demo)
+#   scripts/setup.sh --dev    also the test tools, Redis and PostgreSQL (Debian packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0; [ "${1:-}" = "--dev" ] && dev=1
+
+if [ "$dev" = 1 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing redis-server and postgresql (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+  else
+    echo "redis-server and postgresql are needed for the tests: sudo apt-get install redis-server postgresql" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  python3 -m venv .venv
+fi
+extras="ml"; [ "$dev" = 1 ] && extras="ml,dev"
+echo "== installing slimforge[$extras] into .venv"
+# torch==2.13.0 (pinned in pyproject.toml) resolves to the local CPU wheel where pip has one.
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[$extras]"

@@ -1,0 +1,74 @@
+"""Artifact listing and download: manifest-listed files only, streamed, no traversal."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.artifacts.service import record_artifact
+from app.db import session_scope
+from app.settings import Settings
+
+
+def _fake_artifact(api: TestClient, settings: Settings, job_id: str) -> dict[str, bytes]:
+    """Write files into the store as the worker would and record their manifest."""
+    files = {"config.json": b'{"a": 1}', "model.safetensors": b"\x00" * 300_000,
+             "sub/notes.txt": b"hello"}
+    folder = settings.artifacts_root / job_id
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    (settings.artifacts_root / "secret.txt").write_text("not yours")
+    with session_scope(api.app.state.session_factory) as session:
+        record_artifact(
+            session, job_id=job_id, location=job_id,
+            files=[{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                   for n, d in files.items()],
+        )
+    return files
+
+
+def _job(api: TestClient, headers: dict[str, str], tmp_path: Path) -> str:
+    (tmp_path / "c.txt").write_text("calibration text")
+    body = {"model": {"id": "org/model"}, "target": {"ratio": 0.5}, "method": {"name": "svd"},
+            "calibration": {"path": "c.txt"}}
+    return str(api.post("/v1/jobs", json=body, headers=headers).json()["id"])
+
+
+def test_no_artifact_before_the_job_succeeds(api: TestClient, auth, tmp_path) -> None:
+    h = auth()
+    job_id = _job(api, h, tmp_path)
+    r = api.get(f"/v1/jobs/{job_id}/artifacts", headers=h)
+    assert r.status_code == 404 and "has no artifact (status 'queued')" in r.json()["error"][
+        "message"]
+
+
+def test_list_and_download_with_checksums(api: TestClient, auth, settings, tmp_path) -> None:
+    h = auth()
+    job_id = _job(api, h, tmp_path)
+    files = _fake_artifact(api, settings, job_id)
+    listing = api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()
+    assert {f["path"] for f in listing["files"]} == set(files)
+    assert listing["total_size"] == sum(len(d) for d in files.values())
+    for entry in listing["files"]:
+        r = api.get(entry["url"], headers=h)
+        assert r.status_code == 200
+        assert r.content == files[entry["path"]]
+        assert hashlib.sha256(r.content).hexdigest() == entry["sha256"]
+        assert r.headers["x-checksum-sha256"] == entry["sha256"]
+    ranged = api.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors",
+                     headers={**h, "Range": "bytes=0-9"})
+    assert ranged.status_code == 206 and len(ranged.content) == 10
+
+
+def test_paths_outside_the_manifest_are_404(api: TestClient, auth, settings, tmp_path) -> None:
+    h = auth()
+    job_id = _job(api, h, tmp_path)
+    _fake_artifact(api, settings, job_id)
+    for path in ["../secret.txt", "..%2Fsecret.txt", "%2e%2e/secret.txt", "missing.bin",
+                 "sub/../../secret.txt", "/etc/passwd"]:
+        r = api.get(f"/v1/jobs/{job_id}/artifacts/{path}", headers=h)
+        assert r.status_code == 404, path
+        assert b"not yours" not in r.content

@@ -1,0 +1,50 @@
+"""Probes and the method catalogue."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def test_healthz_and_readyz(api: TestClient) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_readyz_reports_an_unreachable_broker_and_database(tmp_path) -> None:
+    settings = Settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0",
+                        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert r.json()["checks"]["broker"] == "unreachable"
+    assert r.json()["checks"]["database"].startswith("unreachable")
+
+
+def test_database_outage_is_a_503_not_a_500(tmp_path) -> None:
+    settings = Settings(home=tmp_path, database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/v1/jobs", headers={"Authorization": "Bearer sf_x"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert "database is unavailable" in r.json()["error"]["message"]
+
+
+def test_methods_lists_each_method_with_its_schema(api: TestClient, auth) -> None:
+    methods = api.get("/v1/methods", headers=auth()).json()
+    svd = next(m for m in methods if m["name"] == "svd")
+    assert "SVD-LLM" in svd["description"]
+    props = svd["parameters_schema"]["properties"]
+    assert props["whitening"]["default"] is True
+    assert svd["parameters_schema"]["additionalProperties"] is False
+
+
+def test_openapi_documents_the_method_union(api: TestClient) -> None:
+    schema = api.get("/openapi.json").json()
+    job_create = schema["components"]["schemas"]["JobCreate"]
+    assert "method" in job_create["required"]
+    assert "SvdConfig" in schema["components"]["schemas"]

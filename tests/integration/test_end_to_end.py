@@ -1,0 +1,179 @@
+"""End to end through HTTP with real processes: a Celery worker on Redis + PostgreSQL, and the
+embedded mode (``slimforge serve``: SQLite, file-system broker). Each compresses a tiny random
+Llama, downloads the artifact with checksum checks and loads it with plain transformers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.conftest import REPO, make_key
+from tests.services import free_port, fresh_database
+from tests.tiny import save_tiny_llama
+
+pytestmark = pytest.mark.services
+
+# Loads the artifact with nothing of slimforge importable: only torch + transformers.
+LOAD_SCRIPT = """
+import sys
+for name in ("compression", "app", "worker", "slimforge", "tests"):
+    sys.modules[name] = None
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder = sys.argv[1]
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+tok = AutoTokenizer.from_pretrained(folder)
+n = sum(p.numel() for p in model.parameters())
+ids = tok("def f(x):", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+print(n, out.shape[1] - ids["input_ids"].shape[1])
+"""
+
+
+def _job_body(model: Path, calib: Path, evaluation: Path) -> dict[str, Any]:
+    return {
+        "model": {"path": str(model)},
+        "target": {"ratio": 0.8},
+        "method": {"name": "svd"},
+        "calibration": {"path": str(calib), "max_tokens": 4096, "seq_len": 128},
+        "evaluation": {"path": str(evaluation), "max_tokens": 2048, "seq_len": 128},
+    }
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMFORGE_")}
+    env.update(
+        SLIMFORGE_HOME=str(settings.home),
+        SLIMFORGE_DATABASE_URL=settings.database_url,
+        SLIMFORGE_BROKER_URL=settings.broker_url,
+        SLIMFORGE_LOCAL_ROOTS=json.dumps([str(p) for p in settings.local_roots or []]),
+        PYTHONPATH=str(REPO),
+    )
+    return env
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_for(client: httpx.Client | TestClient, job_id: str, log: Path, timeout: float = 300
+              ) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in {"succeeded", "failed", "cancelled"}:
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish; worker log:\n{log.read_text()[-4000:]}")
+
+
+def _download_and_load(client: httpx.Client | TestClient, job_id: str, dest: Path) -> list[str]:
+    listing = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+    for entry in listing["files"]:
+        data = client.get(entry["url"]).content
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+        (dest / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (dest / entry["path"]).write_bytes(data)
+    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(dest)], capture_output=True,
+                         text=True, cwd=dest, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.split()
+
+
+def test_worker_on_redis_and_postgres(tmp_path: Path, redis_url: str, postgres_url: str,
+                                      text_files: dict[str, Path]) -> None:
+    settings = Settings(
+        home=tmp_path / "home", database_url=fresh_database(postgres_url, "e2e"),
+        broker_url=redis_url, local_roots=[tmp_path],
+    )
+    upgrade(settings)
+    model = save_tiny_llama(tmp_path / "tiny")
+    key = make_key(settings, "ci")
+    app = create_app(settings)
+    log = tmp_path / "worker.log"
+    with _process([sys.executable, "-m", "worker"], _env(settings), log), \
+            TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert client.get("/readyz").status_code == 200
+        r = client.post("/v1/jobs", json=_job_body(model, text_files["calibration"],
+                                                   text_files["evaluation"]))
+        assert r.status_code == 202, r.text
+        job = _wait_for(client, r.json()["id"], log)
+        assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
+        assert abs(job["metrics"]["params_after"] / job["metrics"]["target_params"] - 1) <= 0.01
+        dest = tmp_path / "download"
+        params, generated = _download_and_load(client, job["id"], dest)
+        assert int(params) == job["metrics"]["params_after"] and int(generated) > 0
+    app.state.engine.dispose()
+
+
+def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]) -> None:
+    settings = Settings(home=tmp_path / "home", local_roots=[tmp_path])
+    env = _env(settings)
+    model = save_tiny_llama(tmp_path / "tiny")
+    key = subprocess.run(
+        [sys.executable, "-m", "slimforge.cli", "admin", "create-key", "--tenant", "ci"],
+        env=env, cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with _process([sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env,
+                  log):
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
+                          timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+            r = client.post("/v1/jobs", json=_job_body(model, text_files["calibration"],
+                                                       text_files["evaluation"]))
+            assert r.status_code == 202, r.text
+            job_id = r.json()["id"]
+            # Follow the server-sent events until the job ends.
+            kinds, stages = [], []
+            with client.stream("GET", f"/v1/jobs/{job_id}/events?stream=true",
+                               timeout=300) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("event: "):
+                        kinds.append(line[7:])
+                    elif line.startswith("data: ") and kinds[-1] == "job.event":
+                        event = json.loads(line[6:])
+                        if event["message"].startswith("stage "):
+                            stages.append(event["stage"])
+            assert kinds[-1] == "job.end", log.read_text()[-4000:]
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
+            assert stages == ["loading", "calibrating", "compressing", "evaluating",
+                              "exporting", "storing"]
+            params, generated = _download_and_load(client, job_id, tmp_path / "download")
+            assert int(params) == job["metrics"]["params_after"] and int(generated) > 0

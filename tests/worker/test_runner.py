@@ -1,0 +1,132 @@
+"""The runner's stages as plain functions on a tiny random Llama: no broker involved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from app.jobs.models import Job
+from app.settings import Settings
+from tests.tiny import save_tiny_llama
+from worker.runner import run_job
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    return save_tiny_llama(tmp_path / "tiny-llama")
+
+
+def submit(api: TestClient, headers: dict[str, str], model: Path, files: dict[str, Path],
+           **overrides: Any) -> str:
+    body: dict[str, Any] = {
+        "model": {"path": str(model)},
+        "target": {"ratio": 0.8},
+        "method": {"name": "svd"},
+        "calibration": {"path": str(files["calibration"]), "max_tokens": 4096, "seq_len": 128},
+        "evaluation": {"path": str(files["evaluation"]), "max_tokens": 2048, "seq_len": 128},
+    }
+    body.update(overrides)
+    r = api.post("/v1/jobs", json=body, headers=headers)
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def test_job_runs_every_stage_and_stores_metrics_and_artifact(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    job_id = submit(api, h, tiny_model, text_files)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["status"] == "succeeded" and job["error"] is None
+    m = job["metrics"]
+    assert abs(m["params_after"] / m["target_params"] - 1) <= 0.01
+    assert m["params_after"] < m["params_before"]
+    assert m["teacher_perplexity"] > 1 and m["student_perplexity"] > 1
+    assert set(m["stage_seconds"]) == {
+        "loading", "calibrating", "compressing", "evaluating", "exporting", "storing"
+    }
+    assert m["peak_rss_bytes"] > 0 and m["artifact_bytes"] > 0 and m["tokens_used"] > 0
+    assert m["ranks"] and all(r > 0 for r in m["ranks"].values())
+    stages = [e["stage"] for e in api.get(f"/v1/jobs/{job_id}/events?limit=1000",
+                                          headers=h).json()["items"]
+              if e["message"].startswith("stage ")]
+    assert stages == ["loading", "calibrating", "compressing", "evaluating", "exporting",
+                      "storing"]
+    files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()[
+        "files"]}
+    assert {"config.json", "README.md", "generation_config.json", "tokenizer.json"} <= files
+    assert any(f.endswith(".safetensors") for f in files)
+    card = api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text
+    assert f"{m['params_after']:,}" in card
+
+
+def test_a_redelivered_message_does_not_run_the_job_twice(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    job_id = submit(api, h, tiny_model, text_files)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    # The same message again (broker redelivery): nothing runs, nothing changes.
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) is None
+    # A job whose lease is held by a live worker is left alone too.
+    other = submit(api, h, tiny_model, text_files)
+    with factory() as session:
+        from app.jobs.lifecycle import claim_job
+
+        assert claim_job(session, job_id=other, owner="elsewhere", lease_seconds=600)
+    assert run_job(settings=settings, session_factory=factory, job_id=other) is None
+    with factory() as session:
+        job = session.scalar(select(Job).where(Job.id == other))
+        assert job is not None and job.status == "running" and job.lease_owner == "elsewhere"
+        assert job.attempts == 1
+
+
+def test_cancellation_is_honoured_and_partial_work_removed(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    job_id = submit(api, h, tiny_model, text_files)
+    factory = api.app.state.session_factory
+    # A cancel request that lands after the job was taken: the first check stops it.
+    with factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+        session.commit()
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "cancelled"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["status"] == "cancelled"
+    assert not (settings.artifacts_root / job_id).exists()
+    assert api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).status_code == 404
+
+
+def test_unreachable_target_fails_up_front_with_the_range(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    job_id = submit(api, h, tiny_model, text_files, target={"params": 1000})
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert "reachable range" in job["error"] and job["stage"] == "loading"
+
+
+def test_a_broken_model_fails_with_a_clear_error(
+    api: TestClient, auth, settings: Settings, tmp_path: Path, text_files
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    h = auth()
+    job_id = submit(api, h, broken, text_files)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["error"] and job["stage"] == "loading"
+    events = api.get(f"/v1/jobs/{job_id}/events", headers=h).json()["items"]
+    assert events[-1]["level"] == "error"
