@@ -86,7 +86,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
         log.warning("database unavailable: %s", type(exc.orig).__name__)
         return _error(
-            503, "unavailable", "the database is unavailable; retry shortly",
+            503,
+            "unavailable",
+            "the database is unavailable; retry shortly",
             headers={"Retry-After": "5"},
         )
 

@@ -2,35 +2,52 @@
 
 Usable without the service::
 
-    from compression import compress, load_model, ModelSource
-    from compression.configs import SvdConfig
+    from compression import ModelSource, SvdConfig, compress, load_model
 
-``compression.configs``, ``compression.planning`` and ``compression.progress`` import no torch;
-importing this package (or any other module) does.
+Importing this package imports no torch: the names below are loaded on first use, so the API
+can import ``compression.configs`` / ``compression.planning`` / ``compression.progress``
+(all torch-free) without pulling in the ML stack.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from compression.calibration import collect_input_grams
-from compression.configs import MethodConfig, SvdConfig
-from compression.data import TextSource, load_texts, token_blocks
-from compression.evaluation import artifact_size, perplexity
-from compression.export import ArtifactFile, export_artifact, render_model_card
-from compression.loading import ModelSource, load_model
-from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
-from compression.methods import MethodResult, available_methods, get_method
-from compression.planning import (
-    LinearShape,
-    RankPlan,
-    UnreachableTargetError,
-    plan_uniform,
-    resolve_target,
-)
-from compression.progress import Cancelled, NullReporter, Reporter
+# Public name -> module that defines it (imported lazily by __getattr__ below).
+_EXPORTS = {
+    "ArtifactFile": "compression.export",
+    "Cancelled": "compression.progress",
+    "LinearShape": "compression.planning",
+    "LowRankLinear": "compression.lowrank",
+    "MethodConfig": "compression.configs",
+    "MethodResult": "compression.methods.base",
+    "ModelSource": "compression.loading",
+    "NullReporter": "compression.progress",
+    "RankPlan": "compression.planning",
+    "Reporter": "compression.progress",
+    "SvdConfig": "compression.configs",
+    "TextSource": "compression.data",
+    "UnreachableTargetError": "compression.planning",
+    "artifact_size": "compression.evaluation",
+    "available_methods": "compression.methods",
+    "collect_input_grams": "compression.calibration",
+    "compress": "compression.core",
+    "count_parameters": "compression.lowrank",
+    "export_artifact": "compression.export",
+    "find_linears": "compression.lowrank",
+    "get_method": "compression.methods",
+    "linear_shapes": "compression.lowrank",
+    "load_model": "compression.loading",
+    "load_texts": "compression.data",
+    "perplexity": "compression.evaluation",
+    "plan_uniform": "compression.planning",
+    "render_model_card": "compression.export",
+    "resolve_target": "compression.planning",
+    "token_blocks": "compression.data",
+}
 
+# Kept literal so linters see the re-exports; test_package checks it matches _EXPORTS.
 __all__ = [
     "ArtifactFile",
     "Cancelled",
@@ -64,20 +81,35 @@ __all__ = [
 ]
 
 
-def compress(
-    model: nn.Module,
-    method_config: MethodConfig,
-    *,
-    blocks: torch.Tensor,
-    target_params: int,
-    reporter: Reporter | None = None,
-) -> MethodResult:
-    """Compress ``model`` in place with the method named by ``method_config.name``."""
-    method = get_method(method_config.name)
-    return method.run(
-        model,
-        method_config,
-        blocks=blocks,
-        target_params=target_params,
-        reporter=reporter or NullReporter(),
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'compression' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static names for type checkers and IDEs
+    from compression.calibration import collect_input_grams
+    from compression.configs import MethodConfig, SvdConfig
+    from compression.core import compress
+    from compression.data import TextSource, load_texts, token_blocks
+    from compression.evaluation import artifact_size, perplexity
+    from compression.export import ArtifactFile, export_artifact, render_model_card
+    from compression.loading import ModelSource, load_model
+    from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
+    from compression.methods import available_methods, get_method
+    from compression.methods.base import MethodResult
+    from compression.planning import (
+        LinearShape,
+        RankPlan,
+        UnreachableTargetError,
+        plan_uniform,
+        resolve_target,
     )
+    from compression.progress import Cancelled, NullReporter, Reporter

@@ -78,9 +78,14 @@ def lowrank_remote_code(model: nn.Module) -> dict[str, str]:
 def _check_ranks(model: nn.Module, ranks: dict[str, int]) -> None:
     # The config must describe exactly the modules in the state dict, or loading breaks.
     found = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
-    if found != {n: int(r) for n, r in ranks.items()}:
-        missing = sorted(set(ranks) ^ set(found))[:5]
-        raise ValueError(f"lowrank_ranks do not match the model's LowRankLinear modules: {missing}")
+    wanted = {n: int(r) for n, r in ranks.items()}
+    if found != wanted:
+        differ = sorted(n for n in set(found) | set(wanted) if found.get(n) != wanted.get(n))
+        raise ValueError(
+            "lowrank_ranks do not match the model's LowRankLinear modules "
+            "(name: given rank / model rank): "
+            + ", ".join(f"{n}: {wanted.get(n)} / {found.get(n)}" for n in differ[:5])
+        )
 
 
 def _write_lowrank_config(root: Path, model: nn.Module, ranks: dict[str, int]) -> None:
@@ -112,7 +117,9 @@ def export_artifact(
 
     Everything is written into a temporary sibling directory that is renamed to ``dest`` at the
     end, so ``dest`` either does not exist or is complete. ``manifest.json`` is written last and
-    lists every other file; the returned list includes it as its last entry.
+    lists every other file; the returned list includes it as its last entry. A leftover
+    ``quantization_config`` (GGUF-dequantised models) is removed from ``model.config``: the
+    weights are dense and the marker would make the artifact unloadable.
     """
     dest = Path(dest)
     if dest.exists():
@@ -226,7 +233,7 @@ def render_model_card(
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
         'path = "path/or/hub-id/of/this/model"',
-        "tokenizer = AutoTokenizer.from_pretrained(path)",
+        f"tokenizer = AutoTokenizer.from_pretrained(path{remote})",
         f"model = AutoModelForCausalLM.from_pretrained(path{remote})",
         "```",
     ]
@@ -234,7 +241,8 @@ def render_model_card(
         how += [
             "",
             "`trust_remote_code=True` runs the two small files shipped here "
-            f"(`{CONFIG_FILE}`, `{MODELING_FILE}`); they need only torch and transformers.",
+            f"(`{CONFIG_FILE}`, `{MODELING_FILE}`); they need only torch and transformers. "
+            "The tokenizer needs the flag too, because AutoTokenizer reads the model config.",
         ]
     params = [
         "",

@@ -185,7 +185,8 @@ def plan_uniform(
                 lo = mid
             else:
                 hi = mid
-    ranks = _floor_ranks(cands, lo, r_min, rank_multiple)
+    floor = _floor_ranks(cands, lo, r_min, rank_multiple)
+    ranks = dict(floor)
     count = _count(cands, ranks, total_params)
 
     def bump_cost(s: LinearShape) -> int:
@@ -205,10 +206,11 @@ def plan_uniform(
             ranks[s.name] += rank_multiple
             count += cost
     # One step over the target may still be closer than the count just below it.
+    # Only matrices still rounded down, so no rank moves more than one step from f·break-even.
     over = [
         (abs(count + bump_cost(s) - target_params), s)
         for s in cands
-        if _saving(s, ranks[s.name]) and bump_cost(s) > 0
+        if ranks[s.name] == floor[s.name] and _saving(s, ranks[s.name]) and bump_cost(s) > 0
     ]
     if over:
         dist, s = min(over, key=lambda t: t[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from app.db import make_engine
 from app.models import Base
 
@@ -20,8 +21,9 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True,
-                      render_as_batch=True)
+    context.configure(
+        url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True
+    )
     with context.begin_transaction():
         context.run_migrations()
 
@@ -30,8 +32,9 @@ def run_migrations_online() -> None:
     engine = make_engine(_url())
     with engine.connect() as connection:
         # render_as_batch lets later ALTERs work on SQLite (copy-and-move tables).
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 OUT = Path(__file__).resolve().parent.parent / "data" / "corpus"

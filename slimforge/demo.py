@@ -47,15 +47,19 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout: float = 120
 def _create_key(env: dict[str, str]) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "slimforge.cli", "admin", "create-key", "--tenant", "demo"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip().splitlines()[-1]
 
 
 def _follow(client: httpx.Client, job_id: str) -> None:
     """Print the job's events as they arrive (server-sent events)."""
-    with client.stream("GET", f"/v1/jobs/{job_id}/events", params={"stream": "true"},
-                       timeout=None) as response:
+    with client.stream(
+        "GET", f"/v1/jobs/{job_id}/events", params={"stream": "true"}, timeout=None
+    ) as response:
         response.raise_for_status()
         kind = ""
         for line in response.iter_lines():
@@ -66,8 +70,9 @@ def _follow(client: httpx.Client, job_id: str) -> None:
                 stage = f"[{event['stage']}]" if event["stage"] else ""
                 extra = {k: v for k, v in event["data"].items() if k != "ranks"}
                 detail = f"  {json.dumps(extra)}" if extra else ""
-                print(f"  {event['time'][11:19]} {stage:<14} {event['message']}{detail}",
-                      flush=True)
+                print(
+                    f"  {event['time'][11:19]} {stage:<14} {event['message']}{detail}", flush=True
+                )
             elif line.startswith("data: ") and kind == "job.end":
                 return
 
@@ -75,15 +80,31 @@ def _follow(client: httpx.Client, job_id: str) -> None:
 def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
     m = job["metrics"]
     rows = [
-        ("parameters", f"{m['params_before']:,}", f"{m['params_after']:,}",
-         f"{m['achieved_ratio']:.2%} of the model; target {m['target_params']:,} "
-         f"({m['target_error']:+.2%})"),
+        (
+            "parameters",
+            f"{m['params_before']:,}",
+            f"{m['params_after']:,}",
+            f"{m['achieved_ratio']:.2%} of the model; target {m['target_params']:,} "
+            f"({m['target_error']:+.2%})",
+        ),
     ]
     if "teacher_perplexity" in m:
-        rows.append(("perplexity (eval text)", f"{m['teacher_perplexity']:.3f}",
-                     f"{m['student_perplexity']:.3f}", f"x{m['perplexity_ratio']:.2f}"))
-    rows.append(("artifact size", "", f"{m['artifact_bytes'] / 1e6:.1f} MB",
-                 f"{len(artifact['files'])} files"))
+        rows.append(
+            (
+                "perplexity (eval text)",
+                f"{m['teacher_perplexity']:.3f}",
+                f"{m['student_perplexity']:.3f}",
+                f"x{m['perplexity_ratio']:.2f}",
+            )
+        )
+    rows.append(
+        (
+            "artifact size",
+            "",
+            f"{m['artifact_bytes'] / 1e6:.1f} MB",
+            f"{len(artifact['files'])} files",
+        )
+    )
     rows.append(("peak memory (worker)", "", f"{m['peak_rss_bytes'] / 2**30:.2f} GiB", ""))
     total = sum(m["stage_seconds"].values())
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in m["stage_seconds"].items())
@@ -115,19 +136,22 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
             "model": {"path": str(model_dir), "gguf_file": GGUF},
             "target": {"ratio": ratio},
             "method": {"name": "svd"},
-            "calibration": {"path": str(CORPUS / "calibration.txt"),
-                            "max_tokens": calibration_tokens},
+            "calibration": {
+                "path": str(CORPUS / "calibration.txt"),
+                "max_tokens": calibration_tokens,
+            },
             "evaluation": {"path": str(CORPUS / "evaluation.txt")},
             "metadata": {"source": "slimforge demo"},
         }
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                          timeout=30) as client:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
             response = client.post("/v1/jobs", json=body)
             if response.status_code != 202:
                 print(f"submit failed: {response.status_code} {response.text}")
                 return 1
             job_id = response.json()["id"]
-            print(f"submitted {job_id} (POST /v1/jobs -> 202, Location {response.headers['location']})")
+            print(f"submitted {job_id}: 202 Accepted, Location {response.headers['location']}")
             _follow(client, job_id)
             job = client.get(f"/v1/jobs/{job_id}").json()
             if job["status"] != "succeeded":

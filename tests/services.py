@@ -45,9 +45,21 @@ def redis_server() -> Iterator[str]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="sf-redis-") as tmp:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tmp],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             _wait_port(port, proc)
@@ -58,8 +70,9 @@ def redis_server() -> Iterator[str]:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                                                   reverse=True)), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
     if found is None:
         raise RuntimeError(f"{name} not found: install the Debian package 'postgresql'")
     return found
@@ -81,15 +94,44 @@ def postgres_server() -> Iterator[str]:
     proc: subprocess.Popen[bytes] | None = None
     try:
         subprocess.run(
-            _as_postgres([_pg_bin("initdb"), "-D", str(data), "-U", "slimforge", "-A", "trust",
-                          "--no-sync", "-E", "UTF8"]),
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            _as_postgres(
+                [
+                    _pg_bin("initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "slimforge",
+                    "-A",
+                    "trust",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         proc = subprocess.Popen(
-            _as_postgres([_pg_bin("postgres"), "-D", str(data), "-p", str(port),
-                          "-c", "listen_addresses=127.0.0.1", "-k", str(tmp),
-                          "-c", "fsync=off", "-c", "full_page_writes=off"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            _as_postgres(
+                [
+                    _pg_bin("postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-k",
+                    str(tmp),
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "full_page_writes=off",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_port(port, proc)
         url = f"postgresql+psycopg://slimforge@127.0.0.1:{port}/postgres"

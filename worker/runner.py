@@ -70,10 +70,16 @@ class JobReporter:
     _last_check: float = field(default=0.0, init=False)
     _last_renew: float = field(default_factory=time.monotonic, init=False)
 
-    def event(self, message: str, *, level: str = "info", data: dict[str, Any] | None = None) -> None:
+    def event(
+        self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
+    ) -> None:
         with session_scope(self.factory) as session:
             add_event(
-                session, job_id=self.job_id, stage=self.stage, level=level, message=message,
+                session,
+                job_id=self.job_id,
+                stage=self.stage,
+                level=level,
+                message=message,
                 data=data,
             )
         self._renew_if_due()
@@ -127,7 +133,9 @@ def _text_source(data: dict[str, Any]) -> TextSource:
 def _model_source(spec: dict[str, Any]) -> ModelSource:
     m = spec["model"]
     return ModelSource(
-        hub_id=m.get("id"), revision=m.get("revision") or "main", path=m.get("path"),
+        hub_id=m.get("id"),
+        revision=m.get("revision") or "main",
+        path=m.get("path"),
         gguf_file=m.get("gguf_file"),
     )
 
@@ -147,8 +155,9 @@ def _execute(
     timings: dict[str, float] = metrics["stage_seconds"]
     device = _device(settings)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    config = METHOD_CONFIGS[spec["method"]["name"]].model_validate(spec["method"])
-    method = get_method(config.name)
+    method_name = spec["method"]["name"]
+    config = METHOD_CONFIGS[method_name].model_validate(spec["method"])
+    method = get_method(method_name)
     memory = PeakMemory(device=device)
     memory.start()
     try:
@@ -164,8 +173,12 @@ def _execute(
         plan = method.plan(model, config, target_params=target_params)
         reporter.event(
             "model loaded",
-            data={"params": params_before, "target_params": target_params,
-                  "planned_params": plan.params_after, "device": device},
+            data={
+                "params": params_before,
+                "target_params": target_params,
+                "planned_params": plan.params_after,
+                "device": device,
+            },
         )
         timings["loading"] = round(time.monotonic() - t0, 3)
 
@@ -174,21 +187,23 @@ def _execute(
         reporter.enter("calibrating")
         calib = spec["calibration"]
         blocks = token_blocks(
-            load_texts(_text_source(calib)), tokenizer,
-            seq_len=calib["seq_len"], max_tokens=calib["max_tokens"],
+            load_texts(_text_source(calib)),
+            tokenizer,
+            seq_len=calib["seq_len"],
+            max_tokens=calib["max_tokens"],
         )
         eval_blocks = None
         if spec.get("evaluation"):
             ev = spec["evaluation"]
             eval_blocks = token_blocks(
-                load_texts(_text_source(ev)), tokenizer,
-                seq_len=ev["seq_len"], max_tokens=ev["max_tokens"],
+                load_texts(_text_source(ev)),
+                tokenizer,
+                seq_len=ev["seq_len"],
+                max_tokens=ev["max_tokens"],
             )
             metrics["teacher_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
             metrics["evaluation_tokens"] = int(eval_blocks.numel())
-            reporter.event(
-                "teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]}
-            )
+            reporter.event("teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]})
         reporter.event("calibration data ready", data={"tokens": int(blocks.numel())})
         timings["calibrating"] = round(time.monotonic() - t0, 3)
 
@@ -215,13 +230,15 @@ def _execute(
         reporter.enter("evaluating")
         if eval_blocks is not None:
             metrics["student_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
-            metrics["perplexity_ratio"] = metrics["student_perplexity"] / metrics[
-                "teacher_perplexity"
-            ]
+            metrics["perplexity_ratio"] = (
+                metrics["student_perplexity"] / metrics["teacher_perplexity"]
+            )
             reporter.event(
                 "student perplexity",
-                data={"perplexity": metrics["student_perplexity"],
-                      "ratio": metrics["perplexity_ratio"]},
+                data={
+                    "perplexity": metrics["student_perplexity"],
+                    "ratio": metrics["perplexity_ratio"],
+                },
             )
         else:
             reporter.event("no evaluation data given; perplexity not measured")
@@ -237,7 +254,7 @@ def _execute(
             shutil.rmtree(dest)
         card = render_model_card(
             base_model=_describe_base(spec),
-            method=config.name,
+            method=method_name,
             target=_target_text(target),
             params_before=params_before,
             params_after=params_after,
@@ -246,9 +263,12 @@ def _execute(
             job_parameters={"job_id": job_id, **spec},
         )
         files = export_artifact(
-            model.to("cpu"), tokenizer, dest, model_card=card,
+            model.to("cpu"),
+            tokenizer,
+            dest,
+            model_card=card,
             lowrank_ranks=result.ranks or None,
-            metadata={"job_id": job_id, "method": config.name, "metrics": metrics},
+            metadata={"job_id": job_id, "method": method_name, "metrics": metrics},
         )
         metrics["artifact_bytes"] = sum(f.size for f in files)
         timings["exporting"] = round(time.monotonic() - t0, 3)
@@ -258,7 +278,9 @@ def _execute(
         reporter.enter("storing")
         with session_scope(reporter.factory) as session:
             record_artifact(
-                session, job_id=job_id, location=job_id,
+                session,
+                job_id=job_id,
+                location=job_id,
                 files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             )
         timings["storing"] = round(time.monotonic() - t0, 3)
@@ -305,16 +327,20 @@ def run_job(
         return None
     except Cancelled:
         status = "cancelled"
-        shutil.rmtree(LocalArtifactStore(settings.artifacts_root).job_dir(job_id),
-                      ignore_errors=True)
+        shutil.rmtree(
+            LocalArtifactStore(settings.artifacts_root).job_dir(job_id), ignore_errors=True
+        )
     except UnreachableTargetError as exc:
         status, error = "failed", str(exc)
     except (FileNotFoundError, ValueError) as exc:
         status, error = "failed", str(exc)
     except torch.OutOfMemoryError:
-        status, error = "failed", (
-            "out of memory: use a smaller calibration batch or sequence length, or a worker "
-            "with more memory"
+        status, error = (
+            "failed",
+            (
+                "out of memory: use a smaller calibration batch or sequence length, or a worker "
+                "with more memory"
+            ),
         )
     except Exception as exc:
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())

@@ -14,9 +14,7 @@ from app.db import Base, UTCDateTime, utcnow
 class Artifact(Base):
     __tablename__ = "artifacts"
 
-    job_id: Mapped[str] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     # Location inside the artifact store (a folder name for the local store).
     location: Mapped[str] = mapped_column(String(500))
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON)

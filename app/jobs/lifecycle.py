@@ -83,9 +83,10 @@ def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: int
 
 def set_stage(session: Session, *, job_id: str, stage: str) -> None:
     session.execute(
-        update(Job).where(Job.id == job_id).values(stage=stage).execution_options(
-            synchronize_session=False
-        )
+        update(Job)
+        .where(Job.id == job_id)
+        .values(stage=stage)
+        .execution_options(synchronize_session=False)
     )
     add_event(session, job_id=job_id, stage=stage, message=f"stage {stage} started")
     session.commit()

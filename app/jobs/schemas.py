@@ -12,9 +12,7 @@ from compression.configs import METHOD_CONFIGS, MethodConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-Stage = Literal[
-    "loading", "calibrating", "compressing", "evaluating", "exporting", "storing"
-]
+Stage = Literal["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
 
 # org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
@@ -90,7 +88,9 @@ def _check_method(value: Any) -> Any:
     if isinstance(value, dict):
         name = value.get("name")
         if name is None:
-            raise ValueError(f"'method.name' is required; available methods: {sorted(METHOD_CONFIGS)}")
+            raise ValueError(
+                f"'method.name' is required; available methods: {sorted(METHOD_CONFIGS)}"
+            )
         if name not in METHOD_CONFIGS:
             raise ValueError(
                 f"unknown method '{name}'; available methods: {', '.join(sorted(METHOD_CONFIGS))}"

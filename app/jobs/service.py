@@ -45,7 +45,9 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
     if body.model.path is not None:
         folder = resolve_local_path(settings, body.model.path, field="model.path")
         if body.model.gguf_file is not None:
-            resolve_local_path(settings, str(folder / body.model.gguf_file), field="model.gguf_file")
+            resolve_local_path(
+                settings, str(folder / body.model.gguf_file), field="model.gguf_file"
+            )
         elif not (folder / "config.json").is_file():
             raise UnprocessableInput(
                 f"model.path: '{body.model.path}' has no config.json; give a Hugging Face "
@@ -148,9 +150,7 @@ def list_jobs(
     if status is not None:
         query = query.where(Job.status == status)
     if after is not None:
-        cursor = session.scalar(
-            select(Job.seq).where(Job.id == after, Job.tenant_id == tenant_id)
-        )
+        cursor = session.scalar(select(Job.seq).where(Job.id == after, Job.tenant_id == tenant_id))
         if cursor is None:
             raise NotFound(f"cursor 'after={after}' is not a job of yours")
         query = query.where(Job.seq < cursor)
@@ -172,8 +172,10 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
     elif not job.cancel_requested:
         job.cancel_requested = True
         add_event(
-            session, job_id=job.id, stage=job.stage, message="cancellation requested; "
-            "the worker stops at the next block"
+            session,
+            job_id=job.id,
+            stage=job.stage,
+            message="cancellation requested; the worker stops at the next block",
         )
     session.commit()
     return job

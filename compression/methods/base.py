@@ -9,6 +9,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
+from compression.planning import RankPlan
 from compression.progress import Reporter
 
 __all__ = ["Method", "MethodResult", "available_methods", "get_method", "register"]
@@ -34,6 +35,10 @@ class Method(Protocol):
     """
 
     name: str
+
+    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+        """What ``run`` would do, from shapes only (cheap); raises ``UnreachableTargetError``."""
+        ...
 
     def run(
         self,

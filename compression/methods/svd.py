@@ -23,7 +23,7 @@ from compression.lowrank import (
     set_module,
 )
 from compression.methods.base import MethodResult, register
-from compression.planning import plan_uniform
+from compression.planning import RankPlan, plan_uniform
 from compression.progress import NullReporter, Reporter
 
 __all__ = ["SvdMethod", "cholesky_whitener", "plain_factors", "whitened_factors"]
@@ -83,6 +83,10 @@ def whitened_factors(
     return a, b
 
 
+def _as_config(config: Any) -> SvdConfig:
+    return config if isinstance(config, SvdConfig) else SvdConfig.model_validate(config)
+
+
 def _block_of(name: str) -> str:
     """The decoder block prefix of a module name (``model.layers.3.mlp.up_proj`` -> ...``.3``)."""
     parts = name.split(".")
@@ -99,6 +103,20 @@ class SvdMethod:
     name = "svd"
     config_class = SvdConfig
 
+    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+        """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
+        config = _as_config(config)
+        shapes = linear_shapes(model, config.target_modules)
+        if not shapes:
+            raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
+        return plan_uniform(
+            shapes,
+            total_params=count_parameters(model),
+            target_params=target_params,
+            min_rank=config.min_rank,
+            rank_multiple=config.rank_multiple,
+        )
+
     def run(
         self,
         model: nn.Module,
@@ -110,20 +128,10 @@ class SvdMethod:
     ) -> MethodResult:
         """Factorise ``model``'s targeted Linears in place to about ``target_params`` parameters."""
         reporter = reporter or NullReporter()
-        if not isinstance(config, SvdConfig):
-            config = SvdConfig.model_validate(config)
-        shapes = linear_shapes(model, config.target_modules)
-        if not shapes:
-            raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
-        total = count_parameters(model)
+        config = _as_config(config)
         # Plan from shapes before any calibration: an unreachable target fails in milliseconds.
-        plan = plan_uniform(
-            shapes,
-            total_params=total,
-            target_params=target_params,
-            min_rank=config.min_rank,
-            rank_multiple=config.rank_multiple,
-        )
+        plan = self.plan(model, config, target_params=target_params)
+        total = plan.params_before
         names = list(plan.ranks)
         reporter.event(
             "rank plan ready",

@@ -14,8 +14,11 @@ from app.settings import Settings
 
 def _fake_artifact(api: TestClient, settings: Settings, job_id: str) -> dict[str, bytes]:
     """Write files into the store as the worker would and record their manifest."""
-    files = {"config.json": b'{"a": 1}', "model.safetensors": b"\x00" * 300_000,
-             "sub/notes.txt": b"hello"}
+    files = {
+        "config.json": b'{"a": 1}',
+        "model.safetensors": b"\x00" * 300_000,
+        "sub/notes.txt": b"hello",
+    }
     folder = settings.artifacts_root / job_id
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -23,17 +26,25 @@ def _fake_artifact(api: TestClient, settings: Settings, job_id: str) -> dict[str
     (settings.artifacts_root / "secret.txt").write_text("not yours")
     with session_scope(api.app.state.session_factory) as session:
         record_artifact(
-            session, job_id=job_id, location=job_id,
-            files=[{"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-                   for n, d in files.items()],
+            session,
+            job_id=job_id,
+            location=job_id,
+            files=[
+                {"path": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                for n, d in files.items()
+            ],
         )
     return files
 
 
 def _job(api: TestClient, headers: dict[str, str], tmp_path: Path) -> str:
     (tmp_path / "c.txt").write_text("calibration text")
-    body = {"model": {"id": "org/model"}, "target": {"ratio": 0.5}, "method": {"name": "svd"},
-            "calibration": {"path": "c.txt"}}
+    body = {
+        "model": {"id": "org/model"},
+        "target": {"ratio": 0.5},
+        "method": {"name": "svd"},
+        "calibration": {"path": "c.txt"},
+    }
     return str(api.post("/v1/jobs", json=body, headers=headers).json()["id"])
 
 
@@ -41,8 +52,9 @@ def test_no_artifact_before_the_job_succeeds(api: TestClient, auth, tmp_path) ->
     h = auth()
     job_id = _job(api, h, tmp_path)
     r = api.get(f"/v1/jobs/{job_id}/artifacts", headers=h)
-    assert r.status_code == 404 and "has no artifact (status 'queued')" in r.json()["error"][
-        "message"]
+    assert (
+        r.status_code == 404 and "has no artifact (status 'queued')" in r.json()["error"]["message"]
+    )
 
 
 def test_list_and_download_with_checksums(api: TestClient, auth, settings, tmp_path) -> None:
@@ -58,8 +70,9 @@ def test_list_and_download_with_checksums(api: TestClient, auth, settings, tmp_p
         assert r.content == files[entry["path"]]
         assert hashlib.sha256(r.content).hexdigest() == entry["sha256"]
         assert r.headers["x-checksum-sha256"] == entry["sha256"]
-    ranged = api.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors",
-                     headers={**h, "Range": "bytes=0-9"})
+    ranged = api.get(
+        f"/v1/jobs/{job_id}/artifacts/model.safetensors", headers={**h, "Range": "bytes=0-9"}
+    )
     assert ranged.status_code == 206 and len(ranged.content) == 10
 
 
@@ -67,8 +80,14 @@ def test_paths_outside_the_manifest_are_404(api: TestClient, auth, settings, tmp
     h = auth()
     job_id = _job(api, h, tmp_path)
     _fake_artifact(api, settings, job_id)
-    for path in ["../secret.txt", "..%2Fsecret.txt", "%2e%2e/secret.txt", "missing.bin",
-                 "sub/../../secret.txt", "/etc/passwd"]:
+    for path in [
+        "../secret.txt",
+        "..%2Fsecret.txt",
+        "%2e%2e/secret.txt",
+        "missing.bin",
+        "sub/../../secret.txt",
+        "/etc/passwd",
+    ]:
         r = api.get(f"/v1/jobs/{job_id}/artifacts/{path}", headers=h)
         assert r.status_code == 404, path
         assert b"not yours" not in r.content

@@ -16,8 +16,11 @@ def test_healthz_and_readyz(api: TestClient) -> None:
 
 
 def test_readyz_reports_an_unreachable_broker_and_database(tmp_path) -> None:
-    settings = Settings(home=tmp_path, broker_url="redis://127.0.0.1:1/0",
-                        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    settings = Settings(
+        home=tmp_path,
+        broker_url="redis://127.0.0.1:1/0",
+        database_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+    )
     app = create_app(settings)
     with TestClient(app) as client:
         r = client.get("/readyz")

@@ -89,7 +89,8 @@ def test_cancel_queued_job_and_its_events(api: TestClient, auth, text_files) -> 
     assert again.status_code == 409 and "already ended" in again.json()["error"]["message"]
     events = api.get(f"/v1/jobs/{job_id}/events", headers=h).json()
     assert [e["message"] for e in events["items"]] == [
-        "job queued", "job cancelled before it started"
+        "job queued",
+        "job cancelled before it started",
     ]
     assert events["job_status"] == "cancelled"
     page = api.get(f"/v1/jobs/{job_id}/events?limit=1", headers=h).json()
@@ -111,8 +112,9 @@ def test_event_stream_follows_until_the_job_ends(api: TestClient, auth, text_fil
     assert json.loads(frames[-1].split("data: ", 1)[1])["status"] == "cancelled"
     # Resuming with Last-Event-ID sends only what came after.
     first_id = frames[0].split("\n")[0][4:]
-    with api.stream("GET", f"/v1/jobs/{job_id}/events?stream=true",
-                    headers={**h, "Last-Event-ID": first_id}) as r:
+    with api.stream(
+        "GET", f"/v1/jobs/{job_id}/events?stream=true", headers={**h, "Last-Event-ID": first_id}
+    ) as r:
         resumed = [f for f in "".join(r.iter_text()).split("\n\n") if f.strip()]
     assert len(resumed) == len(frames) - 1
 
@@ -177,8 +179,11 @@ BAD_BODIES = [
     ({"calibration": {"path": "missing.txt"}}, "calibration.path", "does not exist"),
     ({"calibration": {"path": "../../../etc/passwd"}}, "calibration.path", "outside the folders"),
     ({"calibration": {"dataset": "org/data", "path": "x"}}, "calibration", "exactly one of"),
-    ({"calibration": {"path": "calib.txt", "seq_len": 4096, "max_tokens": 1024}},
-     "calibration", "'seq_len' must not exceed"),
+    (
+        {"calibration": {"path": "calib.txt", "seq_len": 4096, "max_tokens": 1024}},
+        "calibration",
+        "'seq_len' must not exceed",
+    ),
     ({"evaluation": {"path": "missing.txt"}}, "evaluation.path", "does not exist"),
     ({"colour": "blue"}, "colour", "Extra inputs are not permitted"),
 ]
@@ -201,8 +206,9 @@ def test_missing_required_sections_and_malformed_json(api: TestClient, auth, tex
     assert r.status_code == 422
     missing = {d["field"] for d in r.json()["error"]["details"]}
     assert {"model", "method", "calibration"} <= missing
-    r = api.post("/v1/jobs", content=b'{"model": ', headers={**auth(), "content-type":
-                                                            "application/json"})
+    r = api.post(
+        "/v1/jobs", content=b'{"model": ', headers={**auth(), "content-type": "application/json"}
+    )
     assert r.status_code == 422 and "not valid JSON" in r.json()["error"]["message"]
 
 
@@ -211,7 +217,8 @@ def test_local_model_folder_must_be_a_model(api: TestClient, auth, text_files, t
     r = api.post("/v1/jobs", json=body(text_files, model={"path": "empty"}), headers=auth())
     assert r.status_code == 422 and "has no config.json" in r.json()["error"]["message"]
     r = api.post(
-        "/v1/jobs", json=body(text_files, model={"path": "empty", "gguf_file": "m.gguf"}),
+        "/v1/jobs",
+        json=body(text_files, model={"path": "empty", "gguf_file": "m.gguf"}),
         headers=auth(),
     )
     assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "model.gguf_file"
@@ -219,8 +226,9 @@ def test_local_model_folder_must_be_a_model(api: TestClient, auth, text_files, t
 
 def test_symlink_escaping_the_roots_is_refused(api: TestClient, auth, text_files, tmp_path) -> None:
     (tmp_path / "link.txt").symlink_to("/etc/hostname")
-    r = api.post("/v1/jobs", json=body(text_files, calibration={"path": "link.txt"}),
-                 headers=auth())
+    r = api.post(
+        "/v1/jobs", json=body(text_files, calibration={"path": "link.txt"}), headers=auth()
+    )
     assert r.status_code == 422 and "outside the folders" in r.json()["error"]["message"]
 
 

@@ -1,137 +1,14 @@
-"""Fixtures for the compression tests: tiny random models, a character tokenizer, subprocesses."""
+"""Fixtures for the compression tests (the builders live in ``helpers.py``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import PreTrainedTokenizerFast
 
-VOCAB = 256
-# Imports the isolated loader blocks: an artifact must load with torch + transformers only.
-BLOCKED = ("compression", "app", "worker", "slimforge")
-
-
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    """2-layer Llama with GQA and tied embeddings."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    return LlamaForCausalLM(cfg).eval()
-
-
-def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
-    """2-layer Qwen2: q/k/v carry biases, embeddings untied."""
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    model = Qwen2ForCausalLM(cfg).eval()
-    with torch.no_grad():  # random init leaves biases at zero; make them matter
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0.0, 0.5)
-    return model
-
-
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
-    """2-layer GPT-2 (Conv1D layers, weights stored in x out)."""
-    torch.manual_seed(seed)
-    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=VOCAB)
-    return GPT2LMHeadModel(cfg).eval()
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-ish character tokenizer: printable ASCII c -> ord(c) (ids 32..126), specials 0..2."""
-    vocab = {f"<x{i}>": i for i in range(VOCAB)}
-    for i in range(32, 127):
-        vocab[chr(i)] = i
-        del vocab[f"<x{i}>"]
-    vocab.update({"<unk>": 0, "<s>": 1, "</s>": 2})
-    for i in range(3):
-        del vocab[f"<x{i}>"]
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
-
-
-def correlated_blocks(n_blocks: int, seq_len: int, seed: int = 0) -> torch.Tensor:
-    """Token blocks with structure (a repeating drifting pattern), not uniform noise."""
-    g = torch.Generator().manual_seed(seed)
-    base = torch.arange(seq_len)[None, :] * 7 + torch.randint(0, 50, (n_blocks, 1), generator=g)
-    noise = torch.randint(0, 3, (n_blocks, seq_len), generator=g)
-    return ((base + noise) % (VOCAB - 3) + 3).long()
+from tests.compression.helpers import char_tokenizer
 
 
 @pytest.fixture
 def tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer matching the tiny models' 256-token vocabulary."""
     return char_tokenizer()
-
-
-def run_isolated(script: str, tmp_path: Path, timeout: int = 120) -> dict[str, Any]:
-    """Run ``script`` in a fresh Python where slimforge's packages cannot be imported.
-
-    The script must print one JSON line last; it is returned parsed. Dynamic modules are cached
-    under ``tmp_path`` so nothing is left in the user's Hugging Face cache.
-    """
-    prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in BLOCKED)
-    env = dict(os.environ)
-    env.update(
-        HF_HOME=str(tmp_path / "hf_home"),
-        HF_MODULES_CACHE=str(tmp_path / "hf_modules"),
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH="",
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", prelude + script],
-        cwd=tmp_path,  # not the repo root, so the packages are not importable from the cwd
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, f"isolated script failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture
-def isolated() -> Callable[[str, Path], dict[str, Any]]:
-    return run_isolated

@@ -37,11 +37,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 folder = sys.argv[1]
 model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-tok = AutoTokenizer.from_pretrained(folder)
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
 n = sum(p.numel() for p in model.parameters())
 ids = tok("def f(x):", return_tensors="pt")
 out = model.generate(**ids, max_new_tokens=8, do_sample=False)
-print(n, out.shape[1] - ids["input_ids"].shape[1])
+print("RESULT", n, out.shape[1] - ids["input_ids"].shape[1])
 """
 
 
@@ -81,8 +81,9 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subpro
                 proc.kill()
 
 
-def _wait_for(client: httpx.Client | TestClient, job_id: str, log: Path, timeout: float = 300
-              ) -> dict[str, Any]:
+def _wait_for(
+    client: httpx.Client | TestClient, job_id: str, log: Path, timeout: float = 300
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
@@ -99,28 +100,41 @@ def _download_and_load(client: httpx.Client | TestClient, job_id: str, dest: Pat
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
         (dest / entry["path"]).parent.mkdir(parents=True, exist_ok=True)
         (dest / entry["path"]).write_bytes(data)
-    out = subprocess.run([sys.executable, "-c", LOAD_SCRIPT, str(dest)], capture_output=True,
-                         text=True, cwd=dest, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(dest)],
+        capture_output=True,
+        text=True,
+        cwd=dest,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.split()
+    result = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result, out.stdout
+    return result[-1].split()[1:]
 
 
-def test_worker_on_redis_and_postgres(tmp_path: Path, redis_url: str, postgres_url: str,
-                                      text_files: dict[str, Path]) -> None:
+def test_worker_on_redis_and_postgres(
+    tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
+) -> None:
     settings = Settings(
-        home=tmp_path / "home", database_url=fresh_database(postgres_url, "e2e"),
-        broker_url=redis_url, local_roots=[tmp_path],
+        home=tmp_path / "home",
+        database_url=fresh_database(postgres_url, "e2e"),
+        broker_url=redis_url,
+        local_roots=[tmp_path],
     )
     upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny")
     key = make_key(settings, "ci")
     app = create_app(settings)
     log = tmp_path / "worker.log"
-    with _process([sys.executable, "-m", "worker"], _env(settings), log), \
-            TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+    with (
+        _process([sys.executable, "-m", "worker"], _env(settings), log),
+        TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
         assert client.get("/readyz").status_code == 200
-        r = client.post("/v1/jobs", json=_job_body(model, text_files["calibration"],
-                                                   text_files["evaluation"]))
+        r = client.post(
+            "/v1/jobs", json=_job_body(model, text_files["calibration"], text_files["evaluation"])
+        )
         assert r.status_code == 202, r.text
         job = _wait_for(client, r.json()["id"], log)
         assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
@@ -137,15 +151,19 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
     model = save_tiny_llama(tmp_path / "tiny")
     key = subprocess.run(
         [sys.executable, "-m", "slimforge.cli", "admin", "create-key", "--tenant", "ci"],
-        env=env, cwd=REPO, check=True, capture_output=True, text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     port = free_port()
     log = tmp_path / "serve.log"
-    with _process([sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env,
-                  log):
+    with _process([sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env, log):
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"},
-                          timeout=30) as client:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client:
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -155,14 +173,17 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
                     pass
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
-            r = client.post("/v1/jobs", json=_job_body(model, text_files["calibration"],
-                                                       text_files["evaluation"]))
+            r = client.post(
+                "/v1/jobs",
+                json=_job_body(model, text_files["calibration"], text_files["evaluation"]),
+            )
             assert r.status_code == 202, r.text
             job_id = r.json()["id"]
             # Follow the server-sent events until the job ends.
             kinds, stages = [], []
-            with client.stream("GET", f"/v1/jobs/{job_id}/events?stream=true",
-                               timeout=300) as stream:
+            with client.stream(
+                "GET", f"/v1/jobs/{job_id}/events?stream=true", timeout=300
+            ) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("event: "):
                         kinds.append(line[7:])
@@ -173,7 +194,13 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
             assert kinds[-1] == "job.end", log.read_text()[-4000:]
             job = client.get(f"/v1/jobs/{job_id}").json()
             assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
-            assert stages == ["loading", "calibrating", "compressing", "evaluating",
-                              "exporting", "storing"]
+            assert stages == [
+                "loading",
+                "calibrating",
+                "compressing",
+                "evaluating",
+                "exporting",
+                "storing",
+            ]
             params, generated = _download_and_load(client, job_id, tmp_path / "download")
             assert int(params) == job["metrics"]["params_after"] and int(generated) > 0

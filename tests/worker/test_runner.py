@@ -20,8 +20,9 @@ def tiny_model(tmp_path: Path) -> Path:
     return save_tiny_llama(tmp_path / "tiny-llama")
 
 
-def submit(api: TestClient, headers: dict[str, str], model: Path, files: dict[str, Path],
-           **overrides: Any) -> str:
+def submit(
+    api: TestClient, headers: dict[str, str], model: Path, files: dict[str, Path], **overrides: Any
+) -> str:
     body: dict[str, Any] = {
         "model": {"path": str(model)},
         "target": {"ratio": 0.8},
@@ -49,17 +50,22 @@ def test_job_runs_every_stage_and_stores_metrics_and_artifact(
     assert m["params_after"] < m["params_before"]
     assert m["teacher_perplexity"] > 1 and m["student_perplexity"] > 1
     assert set(m["stage_seconds"]) == {
-        "loading", "calibrating", "compressing", "evaluating", "exporting", "storing"
+        "loading",
+        "calibrating",
+        "compressing",
+        "evaluating",
+        "exporting",
+        "storing",
     }
     assert m["peak_rss_bytes"] > 0 and m["artifact_bytes"] > 0 and m["tokens_used"] > 0
     assert m["ranks"] and all(r > 0 for r in m["ranks"].values())
-    stages = [e["stage"] for e in api.get(f"/v1/jobs/{job_id}/events?limit=1000",
-                                          headers=h).json()["items"]
-              if e["message"].startswith("stage ")]
-    assert stages == ["loading", "calibrating", "compressing", "evaluating", "exporting",
-                      "storing"]
-    files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()[
-        "files"]}
+    stages = [
+        e["stage"]
+        for e in api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
+        if e["message"].startswith("stage ")
+    ]
+    assert stages == ["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
+    files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()["files"]}
     assert {"config.json", "README.md", "generation_config.json", "tokenizer.json"} <= files
     assert any(f.endswith(".safetensors") for f in files)
     card = api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text

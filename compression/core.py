@@ -1,0 +1,35 @@
+"""The top-level entry point: compress a model with a method from the registry."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compression.configs import MethodConfig
+from compression.methods import MethodResult, get_method
+from compression.progress import NullReporter, Reporter
+
+__all__ = ["compress"]
+
+
+def compress(
+    model: nn.Module,
+    method_config: MethodConfig,
+    *,
+    blocks: torch.Tensor,
+    target_params: int,
+    reporter: Reporter | None = None,
+) -> MethodResult:
+    """Compress ``model`` in place with the method named by ``method_config.name``.
+
+    ``blocks`` are calibration tokens [n_blocks, seq_len]; ``target_params`` counts unique
+    parameters of the whole model. Raises ``UnreachableTargetError`` before any expensive work.
+    """
+    method = get_method(method_config.name)
+    return method.run(
+        model,
+        method_config,
+        blocks=blocks,
+        target_params=target_params,
+        reporter=reporter or NullReporter(),
+    )

