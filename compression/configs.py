@@ -7,9 +7,12 @@ schema from these classes without loading any ML code. The implementations live 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from compression.planning import LinearShape, RankPlan, plan_uniform
 
 __all__ = ["METHOD_CONFIGS", "MethodConfig", "SvdConfig", "method_descriptions"]
 
@@ -74,6 +77,20 @@ class SvdConfig(_MethodBase):
         description="Added to the Gram matrix diagonal, relative to its mean, so the "
         "Cholesky factorisation exists for rank-deficient activations.",
     )
+
+    def plan(
+        self, linears: Sequence[LinearShape], *, total_params: int, target_params: int
+    ) -> RankPlan:
+        """Ranks for these shapes: pure arithmetic, shared by the worker and the API's
+        submit-time check. Raises ``UnreachableTargetError`` with the reachable range."""
+        wanted = set(self.target_modules)
+        return plan_uniform(
+            [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted],
+            total_params=total_params,
+            target_params=target_params,
+            min_rank=self.min_rank,
+            rank_multiple=self.rank_multiple,
+        )
 
 
 # Registry of parameter schemas by method name. A new method adds its class here and to the

@@ -127,8 +127,12 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
     port = port or _free_port()
     base = f"http://127.0.0.1:{port}"
     key = _create_key(env)
+    log_path = settings.home / "serve.log"
+    print(f"starting slimforge serve on {base} (API + Celery worker); its log: {log_path}")
+    log = log_path.open("ab")
     server = subprocess.Popen(
-        [sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env=env
+        [sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         _wait_ready(base, server)
@@ -167,3 +171,4 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()

@@ -5,9 +5,12 @@ Keyword-only functions that take the session; the routers and the worker share t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +24,10 @@ from app.jobs.models import Job, JobEvent
 from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.paths import resolve_local_path
 from app.settings import Settings
+from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
+from compression.planning import UnreachableTargetError, resolve_target
+
+log = logging.getLogger("slimforge.api")
 
 __all__ = [
     "add_event",
@@ -55,11 +62,56 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
                 details={"field": "model.path"},
             )
         spec["model"]["path"] = str(folder)
+        _check_target(body, folder)
     for name in ("calibration", "evaluation"):
         data = getattr(body, name)
         if data is not None and data.path is not None:
             spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
     return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_shapes(
+    folder: str, gguf_file: str | None, targets: tuple[str, ...], stamp: tuple[int, int]
+) -> CheckpointShapes | None:
+    # ``stamp`` (size, mtime) of the weights file makes a replaced checkpoint a cache miss.
+    return read_checkpoint_shapes(Path(folder), gguf_file=gguf_file, target_modules=targets)
+
+
+def _check_target(body: JobCreate, folder: Path) -> None:
+    """Refuse an unreachable target at submit time when the local checkpoint can be read.
+
+    Models the reader does not understand (and Hub models) are checked by the worker when it
+    loads them, before any calibration.
+    """
+    weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
+    stat = weights.stat()
+    try:
+        shapes = _cached_shapes(
+            str(folder),
+            body.model.gguf_file,
+            tuple(body.method.target_modules),
+            (stat.st_size, stat.st_mtime_ns),
+        )
+    except Exception as exc:  # unreadable here: leave the verdict to the worker
+        log.info("could not read shapes of %s: %s", folder, exc)
+        return
+    if shapes is None or not shapes.linears:
+        return
+    target = resolve_target(shapes.total_params, params=body.target.params, ratio=body.target.ratio)
+    try:
+        body.method.plan(shapes.linears, total_params=shapes.total_params, target_params=target)
+    except UnreachableTargetError as exc:
+        raise UnprocessableInput(
+            str(exc),
+            details={
+                "field": "target",
+                "model_params": shapes.total_params,
+                "target_params": exc.target_params,
+                "min_params": exc.min_params,
+                "max_params": exc.max_params,
+            },
+        ) from None
 
 
 def submit_job(

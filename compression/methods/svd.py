@@ -23,7 +23,7 @@ from compression.lowrank import (
     set_module,
 )
 from compression.methods.base import MethodResult, register
-from compression.planning import RankPlan, plan_uniform
+from compression.planning import RankPlan
 from compression.progress import NullReporter, Reporter
 
 __all__ = ["SvdMethod", "cholesky_whitener", "plain_factors", "whitened_factors"]
@@ -109,12 +109,8 @@ class SvdMethod:
         shapes = linear_shapes(model, config.target_modules)
         if not shapes:
             raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
-        return plan_uniform(
-            shapes,
-            total_params=count_parameters(model),
-            target_params=target_params,
-            min_rank=config.min_rank,
-            rank_multiple=config.rank_multiple,
+        return config.plan(
+            shapes, total_params=count_parameters(model), target_params=target_params
         )
 
     def run(

@@ -236,3 +236,28 @@ def test_unknown_job_and_route(api: TestClient, auth) -> None:
     r = api.get("/v1/jobs/job_missing", headers=auth())
     assert r.status_code == 404 and r.json()["error"]["message"] == "no job 'job_missing'"
     assert api.get("/v2/nothing").status_code == 404
+
+
+def test_unreachable_target_of_a_local_model_is_refused_at_submit(
+    api: TestClient, auth, text_files, tmp_path
+) -> None:
+    from tests.tiny import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "tiny")
+    for target in ({"params": 1000}, {"ratio": 0.05}):
+        r = api.post(
+            "/v1/jobs",
+            json=body(text_files, model={"path": str(model)}, target=target),
+            headers=auth(),
+        )
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert "reachable range" in error["message"]
+        details = error["details"]
+        assert details["field"] == "target"
+        assert details["min_params"] < details["max_params"] == details["model_params"]
+    ok = api.post("/v1/jobs", json=body(text_files, model={"path": str(model)}), headers=auth())
+    assert ok.status_code == 202, ok.text
+    # A Hub model cannot be inspected from the API: the worker checks it when loading.
+    hub = api.post("/v1/jobs", json=body(text_files, target={"params": 1000}), headers=auth())
+    assert hub.status_code == 202

@@ -114,12 +114,22 @@ def test_cancellation_is_honoured_and_partial_work_removed(
 def test_unreachable_target_fails_up_front_with_the_range(
     api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
 ) -> None:
+    """The worker's own check, for models the API cannot inspect (e.g. Hub ids)."""
     h = auth()
-    job_id = submit(api, h, tiny_model, text_files, target={"params": 1000})
+    job_id = submit(api, h, tiny_model, text_files)
     factory = api.app.state.session_factory
+    with factory() as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        assert job is not None
+        job.spec = {**job.spec, "target": {"params": 1000, "ratio": None}}
+        session.commit()
     assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
-    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
-    assert "reachable range" in job["error"] and job["stage"] == "loading"
+    job_out = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert "reachable range" in job_out["error"] and job_out["stage"] == "loading"
+    messages = [
+        e["message"] for e in api.get(f"/v1/jobs/{job_id}/events", headers=h).json()["items"]
+    ]
+    assert "stage calibrating started" not in messages
 
 
 def test_a_broken_model_fails_with_a_clear_error(
