@@ -23,6 +23,24 @@ from slimforge.demo_model import GGUF, fetch_smollm2
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
 
+# Run in a fresh interpreter with nothing of slimforge importable: the artifact must load with
+# torch + transformers alone (its low-rank modelling code ships inside the folder).
+LOAD_AND_GENERATE = """
+import sys
+for name in ("compression", "app", "worker", "slimforge"):
+    sys.modules[name] = None
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder = sys.argv[1]
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+prompt = "The capital of France is"
+ids = tok(prompt, return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=24, do_sample=False)
+text = prompt + tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+params = sum(p.numel() for p in model.parameters())
+print(f"{type(model).__name__}, {params:,} parameters; generated: {text!r}")
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -132,7 +150,9 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
     log = log_path.open("ab")
     server = subprocess.Popen(
         [sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_ready(base, server)
@@ -162,9 +182,18 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
                 print(f"job {job['status']}: {job['error']}")
                 return 1
             artifact = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+        folder = settings.artifacts_root / job_id
         print()
-        print(_table(job, artifact, settings.artifacts_root / job_id))
-        return 0
+        print(_table(job, artifact, folder))
+        print("\nloading the artifact with plain transformers (trust_remote_code=True):")
+        loaded = subprocess.run(
+            [sys.executable, "-c", LOAD_AND_GENERATE, str(folder)],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+        )
+        print("  " + (loaded.stdout.strip() or loaded.stderr.strip()[-2000:]))
+        return loaded.returncode
     finally:
         server.terminate()
         try:
