@@ -161,6 +161,23 @@ def export_artifact(
     return files
 
 
+def _resources(metrics: dict[str, Any]) -> list[str]:
+    """How the job ran: tokens, time per stage, peak memory (only what was measured)."""
+    lines = []
+    if metrics.get("evaluation_tokens"):
+        lines.append(f"- evaluation tokens: {metrics['evaluation_tokens']:,}")
+    if metrics.get("tokens_used"):
+        lines.append(f"- calibration tokens: {metrics['tokens_used']:,}")
+    stages = metrics.get("stage_seconds") or {}
+    if stages:
+        per_stage = ", ".join(f"{k} {v:.0f} s" for k, v in stages.items())
+        lines.append(f"- wall time: {sum(stages.values()):.0f} s ({per_stage})")
+    for key, label in (("peak_rss_bytes", "peak memory"), ("peak_gpu_bytes", "peak GPU memory")):
+        if metrics.get(key):
+            lines.append(f"- {label}: {metrics[key] / 2**30:.2f} GiB")
+    return ["", "How it was made:", "", *lines] if lines else []
+
+
 def render_model_card(
     *,
     base_model: str,
@@ -219,11 +236,11 @@ def render_model_card(
         "| metric | teacher | student |",
         "|---|---|---|",
         f"| parameters | {params_before:,} | {params_after:,} |",
-        f"| perplexity | {fmt(teacher)} | {fmt(student)} |",
+        f"| perplexity (held-out text) | {fmt(teacher)} | {fmt(student)} |",
     ]
-    for key, value in metrics.items():
-        if key not in {"teacher_perplexity", "student_perplexity"}:
-            table.append(f"| {key} | | {fmt(value)} |")
+    if teacher and student:
+        table.append(f"| perplexity ratio | 1.00 | {student / teacher:.2f} |")
+    table += _resources(metrics)
     remote = ", trust_remote_code=True" if lowrank else ""
     how = [
         "",

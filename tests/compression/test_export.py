@@ -186,7 +186,14 @@ def test_model_card() -> None:
         target="ratio 0.8",
         params_before=134_515_008,
         params_after=107_610_432,
-        metrics={"teacher_perplexity": 10.5, "student_perplexity": 30.25, "file_size_bytes": 42},
+        metrics={
+            "teacher_perplexity": 10.5,
+            "student_perplexity": 30.25,
+            "tokens_used": 16384,
+            "stage_seconds": {"loading": 3.0, "compressing": 7.4},
+            "peak_rss_bytes": 3 * 2**30,
+            "ranks": {"a": 104, "b": 312},
+        },
         ranks={"a": 104, "b": 312},
         job_parameters={"whitening": True, "rank_multiple": 8},
     )
@@ -195,7 +202,11 @@ def test_model_card() -> None:
     assert "library_name: transformers" in front and "pipeline_tag: text-generation" in front
     assert "- slimforge" in front and "- svd" in front
     assert "## What was done" in card and "134,515,008 → 107,610,432" in card
-    assert "| perplexity | 10.500 | 30.250 |" in card
+    assert "| perplexity (held-out text) | 10.500 | 30.250 |" in card
+    assert "| perplexity ratio | 1.00 | 2.88 |" in card
+    assert "- calibration tokens: 16,384" in card and "- peak memory: 3.00 GiB" in card
+    assert "- wall time: 10 s (loading 3 s, compressing 7 s)" in card
+    assert "'a': 104" not in card  # ranks live in config.json, not in the card's table
     assert "from_pretrained(path, trust_remote_code=True)" in card
     assert '"rank_multiple": 8' in card
     dense = render_model_card(
