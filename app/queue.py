@@ -28,6 +28,8 @@ def make_celery_app(settings: Settings) -> Celery:
             "data_folder_in": queue_dir,
             "data_folder_out": queue_dir,
             "processed_folder": str(settings.broker_folder / "processed"),
+            # The exchange table defaults to ./control in the working directory: keep it here.
+            "control_folder": str(settings.broker_folder / "control"),
             "store_processed": False,
         }
     else:

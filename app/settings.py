@@ -80,5 +80,5 @@ class Settings(BaseSettings):
         self.home.mkdir(parents=True, exist_ok=True)
         self.artifacts_root.mkdir(parents=True, exist_ok=True)
         if self.is_embedded_broker:
-            for sub in ("queue", "processed"):
+            for sub in ("queue", "processed", "control"):
                 (self.broker_folder / sub).mkdir(parents=True, exist_ok=True)

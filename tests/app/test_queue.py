@@ -22,7 +22,10 @@ def test_embedded_broker_needs_no_server(tmp_path) -> None:
     settings.ensure_dirs()
     conf = make_celery_app(settings).conf
     assert conf.broker_url == "filesystem://"
-    assert conf.broker_transport_options["data_folder_in"] == str(tmp_path / "broker" / "queue")
+    options = conf.broker_transport_options
+    assert options["data_folder_in"] == str(tmp_path / "broker" / "queue")
+    # Nothing may land in the working directory (kombu's default control folder is ./control).
+    assert options["control_folder"] == str(tmp_path / "broker" / "control")
 
 
 def test_worker_registers_the_task_that_only_carries_a_job_id(tmp_path) -> None:
