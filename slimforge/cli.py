@@ -37,6 +37,13 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.no_worker:
         # A real Celery worker in its own process (not eager mode), sharing the same settings.
         worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
+    mode = "embedded" if settings.database_url.startswith("sqlite") else "external database"
+    print(
+        f"slimforge serving on http://{args.host}:{args.port} ({mode}; data in {settings.home}; "
+        f"{'a worker in process ' + str(worker.pid) if worker else 'no worker'}); "
+        "API docs at /docs",
+        flush=True,
+    )
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     finally:
