@@ -25,6 +25,19 @@ from app.settings import Settings
 __all__ = ["main"]
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM if ``serve`` dies, even by SIGKILL (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -36,7 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
     worker: subprocess.Popen[bytes] | None = None
     if not args.no_worker:
         # A real Celery worker in its own process (not eager mode), sharing the same settings.
-        worker = subprocess.Popen([sys.executable, "-m", "worker"], env=os.environ.copy())
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker"], env=os.environ.copy(), preexec_fn=_die_with_parent
+        )
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with a Python handler
+    # installed that becomes SystemExit, so the ``finally`` below still stops the worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     mode = "embedded" if settings.database_url.startswith("sqlite") else "external database"
     print(
         f"slimforge serving on http://{args.host}:{args.port} ({mode}; data in {settings.home}; "

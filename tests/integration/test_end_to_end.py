@@ -180,7 +180,7 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
             assert r.status_code == 202, r.text
             job_id = r.json()["id"]
             # Follow the server-sent events until the job ends.
-            kinds, stages = [], []
+            kinds, stages, workers = [], [], []
             with client.stream(
                 "GET", f"/v1/jobs/{job_id}/events?stream=true", timeout=300
             ) as stream:
@@ -191,6 +191,8 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
                         event = json.loads(line[6:])
                         if event["message"].startswith("stage "):
                             stages.append(event["stage"])
+                        if "worker" in event["data"]:
+                            workers.append(int(event["data"]["worker"].rsplit(":", 1)[1]))
             assert kinds[-1] == "job.end", log.read_text()[-4000:]
             job = client.get(f"/v1/jobs/{job_id}").json()
             assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
@@ -204,3 +206,19 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
             ]
             params, generated = _download_and_load(client, job_id, tmp_path / "download")
             assert int(params) == job["metrics"]["params_after"] and int(generated) > 0
+    # Stopping `serve` stops its worker process too: nothing is left running.
+    assert len(workers) == 1
+    deadline = time.monotonic() + 30
+    while _alive(workers[0]):
+        assert time.monotonic() < deadline, f"worker {workers[0]} outlived slimforge serve"
+        time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it only waits for its parent to reap it.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1][0] != "Z"
