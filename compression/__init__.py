@@ -2,7 +2,7 @@
 
 Usable without the service::
 
-    from compression import ModelSource, SvdConfig, compress, load_model
+    from compression import LillamaConfig, ModelSource, SvdConfig, compress, load_model
 
 Importing this package imports no torch: the names below are loaded on first use, so the API
 can import ``compression.configs`` / ``compression.planning`` / ``compression.progress``
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ArtifactFile": "compression.export",
     "Cancelled": "compression.progress",
+    "LillamaConfig": "compression.configs",
     "LinearShape": "compression.planning",
     "LowRankLinear": "compression.lowrank",
     "MethodConfig": "compression.configs",
@@ -51,6 +52,7 @@ _EXPORTS = {
 __all__ = [
     "ArtifactFile",
     "Cancelled",
+    "LillamaConfig",
     "LinearShape",
     "LowRankLinear",
     "MethodConfig",
@@ -96,7 +98,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from compression.calibration import collect_input_grams
-    from compression.configs import MethodConfig, SvdConfig
+    from compression.configs import LillamaConfig, MethodConfig, SvdConfig
     from compression.core import compress
     from compression.data import TextSource, load_texts, token_blocks
     from compression.evaluation import artifact_size, perplexity

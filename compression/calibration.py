@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from compression.progress import NullReporter, Reporter
 
-__all__ = ["collect_input_grams"]
+__all__ = ["GramRecorder", "collect_input_grams", "recording_input_grams"]
 
 
-class _GramCollector:
+class GramRecorder:
     """Accumulates Σ xᵀx per input; modules fed the same tensor object share one Gram.
 
     q/k/v (and gate/up) receive the very same normed hidden-states tensor in one forward, so a
@@ -58,6 +59,27 @@ class _GramCollector:
         return {n: self.grams[self.leader_of.get(n, n)] for n in names}
 
 
+@contextlib.contextmanager
+def recording_input_grams(root: nn.Module, module_names: Sequence[str]) -> Iterator[GramRecorder]:
+    """Hooks on ``root``'s named submodules while the block runs; yields the recorder.
+
+    Call ``recorder.end_batch()`` after each forward and ``recorder.result(names)`` at the end
+    for the float64 Grams (shared between modules fed the same tensor). Hooks are removed on
+    exit.
+    """
+    recorder = GramRecorder()
+    handles = [
+        root.get_submodule(name).register_forward_pre_hook(recorder.hook(name))
+        for name in module_names
+    ]
+    try:
+        yield recorder
+    finally:
+        for h in handles:
+            h.remove()
+        recorder.end_batch()
+
+
 @torch.no_grad()
 def collect_input_grams(
     model: nn.Module,
@@ -78,11 +100,6 @@ def collect_input_grams(
         raise ValueError(
             f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
         )
-    collector = _GramCollector()
-    handles = [
-        model.get_submodule(name).register_forward_pre_hook(collector.hook(name))
-        for name in module_names
-    ]
     # The decoder alone: the LM head's [tokens, vocab] logits are not needed for input stats.
     body = getattr(model, "base_model", model)
     device = next(model.parameters()).device
@@ -91,20 +108,18 @@ def collect_input_grams(
     n_batches = (blocks.shape[0] + batch_size - 1) // batch_size
     tokens = 0
     try:
-        for i in range(n_batches):
-            reporter.check_cancelled()
-            batch = blocks[i * batch_size : (i + 1) * batch_size].to(device)  # [b, seq_len]
-            body(input_ids=batch, use_cache=False)
-            collector.end_batch()
-            tokens += batch.numel()
-            reporter.event(
-                "calibration batch done",
-                data={"index": i + 1, "total": n_batches, "tokens": tokens},
-            )
+        with recording_input_grams(model, module_names) as collector:
+            for i in range(n_batches):
+                reporter.check_cancelled()
+                batch = blocks[i * batch_size : (i + 1) * batch_size].to(device)  # [b, seq_len]
+                body(input_ids=batch, use_cache=False)
+                collector.end_batch()
+                tokens += batch.numel()
+                reporter.event(
+                    "calibration batch done",
+                    data={"index": i + 1, "total": n_batches, "tokens": tokens},
+                )
     finally:
-        for h in handles:
-            h.remove()
-        collector.end_batch()
         model.train(was_training)
     missing = [n for n in module_names if collector.leader_of.get(n, n) not in collector.grams]
     if missing:

@@ -15,7 +15,9 @@ __all__ = [
     "LinearShape",
     "RankPlan",
     "UnreachableTargetError",
+    "block_index",
     "lowrank_param_count",
+    "plan_layerwise",
     "plan_uniform",
     "reachable_range",
     "resolve_target",
@@ -148,6 +150,7 @@ def plan_uniform(
     min_rank: int = 8,
     rank_multiple: int = 8,
     tolerance: float = 0.01,
+    method: str = "svd",
 ) -> RankPlan:
     """Ranks that keep the same fraction f of every matrix's break-even rank.
 
@@ -169,6 +172,7 @@ def plan_uniform(
             min_params=lo_count,
             max_params=hi_count,
             total_params=total_params,
+            method=method,
         )
     r_min = _min_rank(min_rank, rank_multiple)
     # Only matrices that save parameters even at the thinnest rank are candidates.
@@ -226,8 +230,114 @@ def plan_uniform(
             max_params=hi_count,
             total_params=total_params,
             closest_params=count if inside else None,
+            method=method,
         )
     kept = {s.name: ranks[s.name] for s in cands if _saving(s, ranks[s.name]) > 0}
     return RankPlan(
         ranks=kept, params_before=total_params, params_after=count, target_params=target_params
     )
+
+
+def block_index(name: str) -> int | None:
+    """The decoder block of a module: its first numeric path component
+    (``model.layers.3.mlp.experts.5.w1`` -> 3), None outside any block."""
+    for part in name.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+def plan_layerwise(
+    linears: Sequence[LinearShape],
+    *,
+    total_params: int,
+    target_params: int,
+    order: str = "bottom",
+    min_rank: int = 8,
+    rank_multiple: int = 8,
+    tolerance: float = 0.01,
+    method: str = "lillama",
+) -> RankPlan:
+    """Lillama's greedy bottom-first (or top-first) allocation.
+
+    Blocks are taken from block 0 upward (``order="bottom"``) or from the last block down
+    (``"top"``); every targeted matrix of a taken block is factorised at the thinnest rank
+    (``min_rank`` rounded up to ``rank_multiple``), which saves the most, until the next block
+    would pass the target. That boundary block is then planned with :func:`plan_uniform` on the
+    remaining budget, so its ranks rise in ``rank_multiple`` steps until the whole model lands
+    within ``tolerance`` of the target. If the boundary block alone is too coarse to land there,
+    the previous taken blocks join it (still only blocks up to the boundary are touched). Only
+    blocks 0..K (bottom) or K..last (top) are factorised. Raises
+    :class:`UnreachableTargetError` with the reachable range otherwise.
+    """
+    if order not in ("bottom", "top"):
+        raise ValueError(f"order must be 'bottom' or 'top', got {order!r}")
+    if rank_multiple < 1 or min_rank < 1:
+        raise ValueError("min_rank and rank_multiple must be at least 1")
+    lo_count, hi_count = reachable_range(
+        linears, total_params=total_params, min_rank=min_rank, rank_multiple=rank_multiple
+    )
+
+    def unreachable(closest: int | None = None) -> UnreachableTargetError:
+        return UnreachableTargetError(
+            target_params=target_params,
+            min_params=lo_count,
+            max_params=hi_count,
+            total_params=total_params,
+            method=method,
+            closest_params=closest,
+        )
+
+    if not lo_count <= target_params <= hi_count or target_params <= 0:
+        raise unreachable()
+    r_min = _min_rank(min_rank, rank_multiple)
+    by_block: dict[int, list[LinearShape]] = {}
+    for s in linears:
+        idx = block_index(s.name)
+        if idx is not None and _saving(s, r_min) > 0:
+            by_block.setdefault(idx, []).append(s)
+    blocks = sorted(by_block, reverse=(order == "top"))
+    ranks: dict[str, int] = {}
+    count = total_params
+    if abs(count - target_params) <= tolerance * target_params:
+        return RankPlan(
+            ranks={}, params_before=total_params, params_after=count, target_params=target_params
+        )
+    for pos, idx in enumerate(blocks):
+        block_saving = sum(_saving(s, r_min) for s in by_block[idx])
+        if count - block_saving > target_params:
+            # The whole block at the thinnest rank still leaves the count above the target.
+            for s in by_block[idx]:
+                ranks[s.name] = r_min
+            count -= block_saving
+            continue
+        # The boundary block: land on the target by raising its ranks (joined by earlier
+        # blocks, re-planned together, if its own steps are too coarse).
+        closest: int | None = None
+        for back in range(0, pos + 1):
+            group = [s for j in blocks[pos - back : pos + 1] for s in by_block[j]]
+            before = count + sum(_saving(s, ranks[s.name]) for s in group if s.name in ranks)
+            try:
+                sub = plan_uniform(
+                    group,
+                    total_params=before,
+                    target_params=target_params,
+                    min_rank=min_rank,
+                    rank_multiple=rank_multiple,
+                    tolerance=tolerance,
+                    method=method,
+                )
+            except UnreachableTargetError as exc:
+                closest = exc.closest_params
+                continue
+            for s in group:
+                ranks.pop(s.name, None)
+            ranks.update(sub.ranks)
+            return RankPlan(
+                ranks=ranks,
+                params_before=total_params,
+                params_after=sub.params_after,
+                target_params=target_params,
+            )
+        raise unreachable(closest)
+    raise unreachable(count)

@@ -163,7 +163,11 @@ def test_every_v1_route_needs_a_valid_key(api: TestClient, headers, fragment) ->
 
 
 BAD_BODIES = [
-    ({"method": {"name": "magic"}}, "method", "unknown method 'magic'; available methods: svd"),
+    (
+        {"method": {"name": "magic"}},
+        "method",
+        "unknown method 'magic'; available methods: lillama, svd",
+    ),
     ({"method": {}}, "method", "'method.name' is required"),
     ({"method": {"name": "svd", "rank": 3}}, "method.svd.rank", "Extra inputs"),
     ({"target": {"ratio": 1.5}}, "target.ratio", "less than or equal to 1"),

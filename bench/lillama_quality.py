@@ -1,0 +1,170 @@
+"""Quality of `lillama` against whitened `svd` on SmolLM2-135M-Instruct at one parameter ratio.
+Prints a markdown table (parameters, eval perplexity, wall time, peak RSS, calibration tokens).
+
+    .venv/bin/python bench/lillama_quality.py [--ratio 0.8] [--calib-tokens 16384] \
+        [--seq-len 256] [--lr 8.6e-5 3e-4] [--gguf .cache/models/smollm2/...gguf]
+
+With the defaults (svd + one lillama row) it runs in about 10 minutes on 2 CPU cores; each
+extra learning rate adds about 7.
+
+Calibration: data/corpus/calibration.txt; evaluation: the disjoint data/corpus/evaluation.txt.
+Peak RSS is the largest resident set sampled while that row's compression ran (whole process,
+teacher copy included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compression import (
+    ModelSource,
+    SvdConfig,
+    TextSource,
+    compress,
+    count_parameters,
+    load_model,
+    load_texts,
+    perplexity,
+    resolve_target,
+    token_blocks,
+)
+from compression.configs import LillamaConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "corpus"
+GGUF = ROOT / ".cache" / "models" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class PeakRss:
+    """Samples this process's resident set every 50 ms in a thread."""
+
+    def __enter__(self) -> PeakRss:
+        self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--ratio", type=float, default=0.8)
+    parser.add_argument("--calib-tokens", type=int, default=16384)
+    parser.add_argument("--eval-tokens", type=int, default=8192)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--lr", type=float, nargs="+", default=[8.6e-5])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--no-svd", action="store_true", help="skip the svd baseline row")
+    parser.add_argument("--gguf", type=Path, default=GGUF)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    teacher, tokenizer = load_model(
+        ModelSource(path=str(args.gguf.parent), gguf_file=args.gguf.name)
+    )
+    calib = token_blocks(
+        load_texts(TextSource(path=str(CORPUS / "calibration.txt"))),
+        tokenizer,
+        seq_len=args.seq_len,
+        max_tokens=args.calib_tokens,
+    )
+    evaluation = token_blocks(
+        load_texts(TextSource(path=str(CORPUS / "evaluation.txt"))),
+        tokenizer,
+        seq_len=args.seq_len,
+        max_tokens=args.eval_tokens,
+    )
+    total = count_parameters(teacher)
+    target = resolve_target(total, ratio=args.ratio)
+    t0 = time.monotonic()
+    teacher_ppl = perplexity(teacher, evaluation)
+    eval_seconds = time.monotonic() - t0
+
+    configs: list[tuple[str, Any]] = []
+    if not args.no_svd:
+        configs.append(("svd whitened", SvdConfig(whitening=True)))
+    for lr in args.lr:
+        cfg = LillamaConfig(learning_rate=lr, batch_size=args.batch_size, epochs=args.epochs)
+        configs.append((f"lillama uniform, lr {lr:g}", cfg))
+
+    rows = [("teacher (dense)", total, teacher_ppl, 1.0, 0.0, _rss_bytes(), 0, "")]
+    for label, cfg in configs:
+        student = copy.deepcopy(teacher)
+        with PeakRss() as rss:
+            t0 = time.monotonic()
+            result = compress(student, cfg, blocks=calib, target_params=target)
+            seconds = time.monotonic() - t0
+        ppl = perplexity(student, evaluation)
+        note = ""
+        if "mean_loss_before" in result.details:
+            note = (
+                f"block loss {result.details['mean_loss_before']:.4f} -> "
+                f"{result.details['mean_loss_after']:.4f}"
+            )
+        rows.append(
+            (
+                f"{label} @ {args.ratio:.0%}",
+                count_parameters(student),
+                ppl,
+                ppl / teacher_ppl,
+                seconds,
+                rss.peak,
+                result.tokens_used,
+                note,
+            )
+        )
+        print(f"done: {label} ppl {ppl:.2f} in {seconds:.0f} s {note}", flush=True)
+        del student
+
+    print(
+        f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
+        "threads), no GPU"
+    )
+    print(
+        f"calibration {calib.numel()} tokens, evaluation {evaluation.numel()} tokens "
+        f"(seq_len {args.seq_len}); lillama batch {args.batch_size} sequences, "
+        f"{args.epochs} epoch(s); one evaluation pass takes {eval_seconds:.0f} s\n"
+    )
+    print(
+        "| model | parameters | eval perplexity | vs teacher | compress time (s) "
+        "| peak RSS (GiB) | calibration tokens | notes |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for label, params, ppl, ratio_ppl, seconds, peak, tokens, note in rows:
+        print(
+            f"| {label} | {params:,} | {ppl:,.2f} | {ratio_ppl:,.2f} | {seconds:.0f} "
+            f"| {peak / 2**30:.2f} | {tokens:,} | {note} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Local (block-wise) feature distillation used by the ``lillama`` method."""

@@ -1,0 +1,327 @@
+"""Method ``lillama``: low-rank factorisation trained by local feature distillation.
+
+Plan ranks from shapes; capture what the model feeds its first decoder layer for every
+calibration batch (hidden states plus the extras: position embeddings, attention mask …); then
+stream layer by layer, keeping only the current layer's activations:
+
+1. teacher outputs y = L(x_T) with the dense layer (and, for whitening, the input Grams of its
+   planned Linears, from x_T, in the same pass);
+2. replace the planned Linears by (whitened-)SVD-initialised ``LowRankLinear`` factors;
+3. train the factors on l(S(x_T), y) + l(S(x_S), y) (``compression.distill.blockwise``);
+4. x_T <- y, x_S <- S(x_S).
+
+Layers without planned modules are only propagated; with bottom-first plans the layers above the
+last planned one are never run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.calibration import recording_input_grams
+from compression.configs import LillamaConfig
+from compression.distill.blockwise import run_block, train_block
+from compression.lowrank import count_parameters, dense_weight, linear_shapes, set_module
+from compression.methods.base import MethodResult, register
+from compression.methods.svd import (
+    _lowrank_from,
+    _split_truncated,
+    _whitened_from_s,
+    cholesky_whitener,
+)
+from compression.planning import RankPlan, block_index
+from compression.progress import NullReporter, Reporter
+
+__all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
+
+Context = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _as_config(config: Any) -> LillamaConfig:
+    return config if isinstance(config, LillamaConfig) else LillamaConfig.model_validate(config)
+
+
+def decoder_layers(model: nn.Module, names: Sequence[str]) -> tuple[str, nn.ModuleList]:
+    """The path and the ``ModuleList`` of decoder layers holding the modules ``names``.
+
+    The list is the prefix of the names up to their first numeric component
+    (``model.layers.3.mlp.up_proj`` -> ``model.layers``); all names must share it.
+    """
+    prefixes = set()
+    for name in names:
+        parts = name.split(".")
+        idx = next(i for i, p in enumerate(parts) if p.isdigit())
+        prefixes.add(".".join(parts[:idx]))
+    if len(prefixes) != 1:
+        raise ValueError(f"modules lie in more than one layer list: {sorted(prefixes)}")
+    prefix = prefixes.pop()
+    layers = model.get_submodule(prefix)
+    if not isinstance(layers, nn.ModuleList | nn.Sequential):
+        raise ValueError(f"{prefix} is not a list of decoder layers")
+    return prefix, layers  # type: ignore[return-value]
+
+
+class _Captured(Exception):
+    """Raised by the layer-0 hook to stop the forward once its inputs are recorded."""
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__("captured")
+        self.args, self.kwargs = args, kwargs
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of captured layer extras (tensors by value)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and a.dtype == b.dtype
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    try:
+        return bool(a is b or a == b)
+    except Exception:  # objects without a usable ==
+        return False
+
+
+@torch.no_grad()
+def capture_layer_inputs(
+    model: nn.Module, first_layer: nn.Module, chunks: Sequence[torch.Tensor]
+) -> tuple[list[torch.Tensor], list[Context]]:
+    """Hidden states entering ``first_layer`` (on CPU) and the extra (args, kwargs) the model
+    passes it, for every batch of token ids in ``chunks``.
+
+    A forward pre-hook (with kwargs) records the call and raises to stop the forward, so nothing
+    above the first layer runs. Extras equal to the previous batch's are shared, not copied.
+    """
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        raise _Captured(args, kwargs)
+
+    body = getattr(model, "base_model", model)
+    device = next(model.parameters()).device
+    hidden: list[torch.Tensor] = []
+    contexts: list[Context] = []
+    handle = first_layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for chunk in chunks:
+            try:
+                body(input_ids=chunk.to(device), use_cache=False)
+            except _Captured as cap:
+                args, kwargs = cap.args, dict(cap.kwargs)
+            else:
+                raise RuntimeError("the model's forward never reached its first decoder layer")
+            if args:
+                x, extra_args = args[0], tuple(args[1:])
+            else:
+                x, extra_args = kwargs.pop("hidden_states"), ()
+            kwargs.pop("use_cache", None)
+            context: Context = (extra_args, kwargs)
+            if contexts and _same(contexts[-1], context):
+                context = contexts[-1]
+            hidden.append(x.detach().cpu())
+            contexts.append(context)
+    finally:
+        handle.remove()
+    return hidden, contexts
+
+
+@torch.no_grad()
+def _propagate(
+    layer: nn.Module, inputs: Sequence[torch.Tensor], contexts: Sequence[Context]
+) -> list[torch.Tensor]:
+    """The layer's outputs for every batch (on CPU, in the layer's dtype)."""
+    param = next(layer.parameters())
+    out = []
+    for x, (args, kwargs) in zip(inputs, contexts, strict=True):
+        out.append(run_block(layer, x.to(param.device, param.dtype), args, kwargs).cpu())
+    return out
+
+
+@register("lillama")
+class LillamaMethod:
+    """Low-rank factors initialised by (whitened) SVD, trained block by block (Lillama)."""
+
+    name = "lillama"
+    config_class = LillamaConfig
+
+    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+        """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
+        config = _as_config(config)
+        shapes = linear_shapes(model, config.target_modules)
+        if not shapes:
+            raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
+        return config.plan(
+            shapes, total_params=count_parameters(model), target_params=target_params
+        )
+
+    def run(
+        self,
+        model: nn.Module,
+        config: Any,
+        *,
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter | None = None,
+    ) -> MethodResult:
+        """Factorise and distil ``model``'s planned Linears in place, layer by layer."""
+        reporter = reporter or NullReporter()
+        config = _as_config(config)
+        plan = self.plan(model, config, target_params=target_params)
+        if blocks.dim() != 2 or blocks.shape[0] == 0:
+            raise ValueError(
+                f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
+            )
+        names = list(plan.ranks)
+        reporter.event(
+            "rank plan ready",
+            data={
+                "modules": len(names),
+                "params_before": plan.params_before,
+                "params_target": target_params,
+                "params_planned": plan.params_after,
+                "strategy": config.rank_strategy,
+            },
+        )
+        details: dict[str, Any] = {
+            "rank_strategy": config.rank_strategy,
+            "whitening": config.whitening,
+            "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size,
+            "epochs": config.epochs,
+            "target_params": target_params,
+            "modules_factorised": len(names),
+            "blocks": [],
+        }
+        if not names:
+            return MethodResult({}, plan.params_before, count_parameters(model), 0, details)
+
+        prefix, layers = decoder_layers(model, names)
+        by_layer: dict[int, list[str]] = {}
+        for name in names:
+            idx = block_index(name.removeprefix(prefix + "."))
+            assert idx is not None
+            by_layer.setdefault(idx, []).append(name)
+        last = max(by_layer)  # layers above the last planned one never change
+        was_training = model.training
+        model.eval()
+        try:
+            chunks = list(blocks.split(config.batch_size))
+            reporter.check_cancelled()
+            x_t, contexts = capture_layer_inputs(model, layers[0], chunks)
+            x_s = x_t  # the same list until the first compressed layer
+            for i in range(last + 1):
+                reporter.check_cancelled()
+                x_t, x_s, info = self._layer(
+                    config, layers[i], f"{prefix}.{i}", by_layer.get(i, []), plan,
+                    x_t, x_s, contexts, reporter,
+                )  # fmt: skip
+                details["blocks"].append(info)
+                reporter.event(
+                    f"{'trained' if info['steps'] else 'passed'} block {info['block']}",
+                    data={**info, "index": i + 1, "total": last + 1},
+                )
+        finally:
+            model.train(was_training)
+
+        params_after = count_parameters(model)
+        if params_after != plan.params_after:
+            raise RuntimeError(f"planned {plan.params_after} parameters, model has {params_after}")
+        trained = [b for b in details["blocks"] if b["steps"]]
+        details["mean_loss_before"] = sum(b["loss_before"] for b in trained) / len(trained)
+        details["mean_loss_after"] = sum(b["loss_after"] for b in trained) / len(trained)
+        return MethodResult(
+            ranks=dict(plan.ranks),
+            params_before=plan.params_before,
+            params_after=params_after,
+            tokens_used=int(blocks.numel()),
+            details=details,
+        )
+
+    def _layer(
+        self,
+        config: LillamaConfig,
+        layer: nn.Module,
+        block: str,
+        members: list[str],
+        plan: RankPlan,
+        x_t: list[torch.Tensor],
+        x_s: list[torch.Tensor],
+        contexts: list[Context],
+        reporter: Reporter,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
+        """One layer: teacher outputs, factorise, train; returns the next (x_T, x_S, info)."""
+        t0 = time.monotonic()
+        info: dict[str, Any] = {
+            "block": block,
+            "ranks": {n.removeprefix(block + "."): plan.ranks[n] for n in members},
+            "loss_before": None,
+            "loss_after": None,
+            "steps": 0,
+        }
+        if not members:
+            y = _propagate(layer, x_t, contexts)
+            x_s = y if x_s is x_t else _propagate(layer, x_s, contexts)
+            info["seconds"] = round(time.monotonic() - t0, 3)
+            return y, x_s, info
+
+        local = [n.removeprefix(block + ".") for n in members]
+        if config.whitening:
+            with recording_input_grams(layer, local) as recorder:
+                y = []
+                for x, ctx in zip(x_t, contexts, strict=True):
+                    y.append(_propagate(layer, [x], [ctx])[0])
+                    recorder.end_batch()
+            grams = recorder.result(local)
+        else:
+            y = _propagate(layer, x_t, contexts)
+
+        whiteners: dict[int, torch.Tensor] = {}  # id(shared Gram) -> S, reused by q/k/v
+        for name, short in zip(members, local, strict=True):
+            module, rank = layer.get_submodule(short), plan.ranks[name]
+            weight = dense_weight(module).detach()
+            if config.whitening:
+                gram = grams[short]
+                s = whiteners.get(id(gram))
+                if s is None:
+                    s = whiteners[id(gram)] = cholesky_whitener(gram, config.damping)
+                a, b, _ = _whitened_from_s(weight, s, rank)
+            else:
+                a, b, _ = _split_truncated(weight.to(torch.float64), rank)
+            set_module(layer, short, _lowrank_from(module, a, b, rank))
+        del whiteners
+
+        # fp32 master weights while training; back to the model's dtype afterwards.
+        dtype = next(layer.parameters()).dtype
+        layer.float()
+        result = train_block(
+            layer,
+            x_t,
+            x_s,
+            y,
+            contexts,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            epochs=config.epochs,
+            max_steps=config.max_steps_per_block,
+            check=reporter.check_cancelled,
+        )
+        layer.to(dtype)
+        x_s = _propagate(layer, x_s, contexts)
+        info.update(
+            loss_before=result.loss_before,
+            loss_after=result.loss_after,
+            steps=result.steps,
+            seconds=round(time.monotonic() - t0, 3),
+        )
+        return y, x_s, info
