@@ -146,3 +146,24 @@ def test_a_broken_model_fails_with_a_clear_error(
     assert job["error"] and job["stage"] == "loading"
     events = api.get(f"/v1/jobs/{job_id}/events", headers=h).json()["items"]
     assert events[-1]["level"] == "error"
+
+
+def test_lillama_job_runs_through_the_service_with_per_block_losses(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    method = {"name": "lillama", "max_steps_per_block": 3, "batch_size": 4}
+    job_id = submit(api, h, tiny_model, text_files, method=method)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    m = job["metrics"]
+    assert abs(m["params_after"] / m["target_params"] - 1) <= 0.01
+    assert job["request"]["method"]["rank_strategy"] == "uniform"
+    blocks = [
+        e["data"]
+        for e in api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
+        if e["stage"] == "compressing" and "loss_after" in e["data"]
+    ]
+    assert len(blocks) == 2  # one event per decoder layer, with its losses
+    assert all(b["steps"] == 3 and b["loss_before"] > 0 for b in blocks)
