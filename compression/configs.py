@@ -7,12 +7,18 @@ schema from these classes without loading any ML code. The implementations live 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from compression.planning import LinearShape, RankPlan, plan_layerwise, plan_uniform
+from compression.planning import (
+    LinearShape,
+    RankPlan,
+    plan_by_energy,
+    plan_layerwise,
+    plan_uniform,
+)
 
 __all__ = [
     "METHOD_CONFIGS",
@@ -68,10 +74,12 @@ class SvdConfig(_MethodBase):
         description="Whiten with the Cholesky factor of the input Gram matrix (SVD-LLM). "
         "False gives plain weight SVD, kept as a baseline.",
     )
-    allocation: Literal["uniform"] = Field(
+    allocation: Literal["uniform", "energy"] = Field(
         default="uniform",
         description="How ranks are spread over modules: 'uniform' keeps the same fraction "
-        "of every matrix's break-even rank.",
+        "of every matrix's break-even rank; 'energy' (our sensitivity allocation) measures "
+        "each matrix's (whitened) singular values and gives rank where it keeps the most "
+        "output energy per parameter.",
     )
     target_modules: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
@@ -92,13 +100,31 @@ class SvdConfig(_MethodBase):
     )
 
     def plan(
-        self, linears: Sequence[LinearShape], *, total_params: int, target_params: int
+        self,
+        linears: Sequence[LinearShape],
+        *,
+        total_params: int,
+        target_params: int,
+        spectra: Mapping[str, Sequence[float]] | None = None,
     ) -> RankPlan:
         """Ranks for these shapes: pure arithmetic, shared by the worker and the API's
-        submit-time check. Raises ``UnreachableTargetError`` with the reachable range."""
+        submit-time check. Raises ``UnreachableTargetError`` with the reachable range.
+
+        With ``allocation="energy"`` the ranks need measured ``spectra``; without them this
+        returns the uniform plan, which has the same reachable range (a shape-only estimate)."""
         wanted = set(self.target_modules)
+        shapes = [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]
+        if self.allocation == "energy" and spectra is not None:
+            return plan_by_energy(
+                shapes,
+                spectra,
+                total_params=total_params,
+                target_params=target_params,
+                min_rank=self.min_rank,
+                rank_multiple=self.rank_multiple,
+            )
         return plan_uniform(
-            [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted],
+            shapes,
             total_params=total_params,
             target_params=target_params,
             min_rank=self.min_rank,
@@ -123,12 +149,15 @@ class LillamaConfig(_MethodBase):
         description="Names (last component) of the Linear modules that may be factorised. "
         "lm_head and embeddings are never factorised.",
     )
-    rank_strategy: Literal["uniform", "bottom", "top"] = Field(
+    rank_strategy: Literal["uniform", "bottom", "top", "energy"] = Field(
         default="uniform",
         description="'uniform': every matrix keeps the same fraction of its break-even rank. "
         "'bottom' (the paper's default) / 'top': whole blocks are factorised at the thinnest "
         "rank from the first (last) block on until the target is met; the boundary block's "
-        "ranks rise in rank_multiple steps to land on the target; other blocks stay dense.",
+        "ranks rise in rank_multiple steps to land on the target; other blocks stay dense. "
+        "'energy' (ours, by measured sensitivity): a teacher pass measures every matrix's "
+        "whitened singular values, and rank goes where it keeps the most output energy per "
+        "parameter.",
     )
     min_rank: int = Field(default=8, ge=1, description="No factor is thinner than this.")
     rank_multiple: int = Field(
@@ -164,13 +193,29 @@ class LillamaConfig(_MethodBase):
     )
 
     def plan(
-        self, linears: Sequence[LinearShape], *, total_params: int, target_params: int
+        self,
+        linears: Sequence[LinearShape],
+        *,
+        total_params: int,
+        target_params: int,
+        spectra: Mapping[str, Sequence[float]] | None = None,
     ) -> RankPlan:
         """Ranks for these shapes (pure arithmetic, as ``SvdConfig.plan``); raises
-        ``UnreachableTargetError`` with the reachable range."""
+        ``UnreachableTargetError`` with the reachable range. ``rank_strategy="energy"`` needs
+        measured ``spectra``; without them the uniform plan stands in (same reachable range)."""
         wanted = set(self.target_modules)
         shapes = [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]
-        if self.rank_strategy == "uniform":
+        if self.rank_strategy == "energy" and spectra is not None:
+            return plan_by_energy(
+                shapes,
+                spectra,
+                total_params=total_params,
+                target_params=target_params,
+                min_rank=self.min_rank,
+                rank_multiple=self.rank_multiple,
+                method="lillama",
+            )
+        if self.rank_strategy in ("uniform", "energy"):
             return plan_uniform(
                 shapes,
                 total_params=total_params,

@@ -33,8 +33,9 @@ from compression.methods.svd import (
     _split_truncated,
     _whitened_from_s,
     cholesky_whitener,
+    singular_values,
 )
-from compression.planning import RankPlan, block_index
+from compression.planning import LinearShape, RankPlan, block_index
 from compression.progress import NullReporter, Reporter
 
 __all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
@@ -177,10 +178,43 @@ class LillamaMethod:
         """Factorise and distil ``model``'s planned Linears in place, layer by layer."""
         reporter = reporter or NullReporter()
         config = _as_config(config)
+        # Shapes only, before any data: an unreachable target fails at once. With the energy
+        # strategy this is the uniform plan (same reachable range); _run measures, then plans.
         plan = self.plan(model, config, target_params=target_params)
         if blocks.dim() != 2 or blocks.shape[0] == 0:
             raise ValueError(
                 f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
+            )
+        was_training = model.training
+        model.eval()
+        try:
+            return self._run(model, config, plan, blocks, target_params, reporter)
+        finally:
+            model.train(was_training)
+
+    def _run(
+        self,
+        model: nn.Module,
+        config: LillamaConfig,
+        plan: RankPlan,
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter,
+    ) -> MethodResult:
+        chunks = list(blocks.split(config.batch_size))
+        inputs: list[torch.Tensor] | None = None
+        if config.rank_strategy == "energy":
+            # Measure first: every candidate's spectrum from one teacher pass, then plan.
+            shapes = linear_shapes(model, config.target_modules)
+            prefix, layers = decoder_layers(model, [s.name for s in shapes])
+            reporter.check_cancelled()
+            inputs, contexts = capture_layer_inputs(model, layers[0], chunks)
+            spectra = self._spectra(config, shapes, prefix, layers, inputs, contexts, reporter)
+            plan = config.plan(
+                shapes,
+                total_params=plan.params_before,
+                target_params=target_params,
+                spectra=spectra,
             )
         names = list(plan.ranks)
         reporter.event(
@@ -213,26 +247,21 @@ class LillamaMethod:
             assert idx is not None
             by_layer.setdefault(idx, []).append(name)
         last = max(by_layer)  # layers above the last planned one never change
-        was_training = model.training
-        model.eval()
-        try:
-            chunks = list(blocks.split(config.batch_size))
+        if inputs is None:
             reporter.check_cancelled()
-            x_t, contexts = capture_layer_inputs(model, layers[0], chunks)
-            x_s = x_t  # the same list until the first compressed layer
-            for i in range(last + 1):
-                reporter.check_cancelled()
-                x_t, x_s, info = self._layer(
-                    config, layers[i], f"{prefix}.{i}", by_layer.get(i, []), plan,
-                    x_t, x_s, contexts, reporter,
-                )  # fmt: skip
-                details["blocks"].append(info)
-                reporter.event(
-                    f"{'trained' if info['steps'] else 'passed'} block {info['block']}",
-                    data={**info, "index": i + 1, "total": last + 1},
-                )
-        finally:
-            model.train(was_training)
+            inputs, contexts = capture_layer_inputs(model, layers[0], chunks)
+        x_t = x_s = inputs  # the same list until the first compressed layer
+        for i in range(last + 1):
+            reporter.check_cancelled()
+            x_t, x_s, info = self._layer(
+                config, layers[i], f"{prefix}.{i}", by_layer.get(i, []), plan,
+                x_t, x_s, contexts, reporter,
+            )  # fmt: skip
+            details["blocks"].append(info)
+            reporter.event(
+                f"{'trained' if info['steps'] else 'passed'} block {info['block']}",
+                data={**info, "index": i + 1, "total": last + 1},
+            )
 
         params_after = count_parameters(model)
         if params_after != plan.params_after:
@@ -247,6 +276,56 @@ class LillamaMethod:
             tokens_used=int(blocks.numel()),
             details=details,
         )
+
+    @torch.no_grad()
+    def _spectra(
+        self,
+        config: LillamaConfig,
+        shapes: Sequence[LinearShape],
+        prefix: str,
+        layers: nn.ModuleList,
+        inputs: list[torch.Tensor],
+        contexts: list[Context],
+        reporter: Reporter,
+    ) -> dict[str, list[float]]:
+        """Singular values of every candidate's (whitened) weight, from a teacher pass that
+        streams the layers like the training pass does (one layer's activations at a time)."""
+        by_layer: dict[int, list[str]] = {}
+        for s in shapes:
+            idx = block_index(s.name.removeprefix(prefix + "."))
+            assert idx is not None
+            by_layer.setdefault(idx, []).append(s.name)
+        spectra: dict[str, list[float]] = {}
+        x = inputs
+        last = max(by_layer)
+        for i in range(last + 1):
+            reporter.check_cancelled()
+            layer, members = layers[i], by_layer.get(i, [])
+            local = [n.removeprefix(f"{prefix}.{i}.") for n in members]
+            grams = None
+            if members and config.whitening:
+                with recording_input_grams(layer, local) as recorder:
+                    y = []
+                    for xb, ctx in zip(x, contexts, strict=True):
+                        y.append(_propagate(layer, [xb], [ctx])[0])
+                        recorder.end_batch()
+                by_local = recorder.result(local)
+                grams = {n: by_local[short] for n, short in zip(members, local, strict=True)}
+            elif i < last:
+                y = _propagate(layer, x, contexts)
+            else:  # nothing above needs this layer's output
+                y = x
+            weights = {
+                n: dense_weight(layer.get_submodule(short))
+                for n, short in zip(members, local, strict=True)
+            }
+            spectra.update(singular_values(weights, grams, config.damping))
+            reporter.event(
+                f"measured block {prefix}.{i}",
+                data={"index": i + 1, "total": last + 1, "modules": len(members)},
+            )
+            x = y
+        return spectra
 
     def _layer(
         self,

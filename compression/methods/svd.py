@@ -26,7 +26,13 @@ from compression.methods.base import MethodResult, register
 from compression.planning import RankPlan
 from compression.progress import NullReporter, Reporter
 
-__all__ = ["SvdMethod", "cholesky_whitener", "plain_factors", "whitened_factors"]
+__all__ = [
+    "SvdMethod",
+    "cholesky_whitener",
+    "plain_factors",
+    "singular_values",
+    "whitened_factors",
+]
 
 
 def _split_truncated(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -83,6 +89,31 @@ def whitened_factors(
     return a, b
 
 
+@torch.no_grad()
+def singular_values(
+    weights: dict[str, torch.Tensor],
+    grams: dict[str, torch.Tensor] | None,
+    damping: float,
+) -> dict[str, list[float]]:
+    """Singular values (largest first) of W·S per module (of W when ``grams`` is None).
+
+    These are what the ``energy`` allocation ranks by: with whitening, σᵢ² is the calibration
+    output error that dropping direction i costs. Whiteners are shared by modules whose Gram is
+    the same tensor (q/k/v)."""
+    whiteners: dict[int, torch.Tensor] = {}
+    out: dict[str, list[float]] = {}
+    for name, weight in weights.items():
+        m = weight.detach().to(torch.float64)
+        if grams is not None:
+            gram = grams[name]
+            s = whiteners.get(id(gram))
+            if s is None:
+                s = whiteners[id(gram)] = cholesky_whitener(gram, damping)
+            m = m @ s
+        out[name] = torch.linalg.svdvals(m).tolist()
+    return out
+
+
 def _as_config(config: Any) -> SvdConfig:
     return config if isinstance(config, SvdConfig) else SvdConfig.model_validate(config)
 
@@ -128,6 +159,23 @@ class SvdMethod:
         # Plan from shapes before any calibration: an unreachable target fails in milliseconds.
         plan = self.plan(model, config, target_params=target_params)
         total = plan.params_before
+        grams: dict[str, torch.Tensor] = {}
+        tokens = 0
+        if config.allocation == "energy":
+            # Measure every candidate's spectrum, then plan from it.
+            shapes = linear_shapes(model, config.target_modules)
+            candidates = [s.name for s in shapes]
+            if config.whitening:
+                grams, tokens = collect_input_grams(model, blocks, candidates, reporter=reporter)
+            modules = find_linears(model, config.target_modules)
+            spectra = singular_values(
+                {n: dense_weight(modules[n]) for n in candidates},
+                grams if config.whitening else None,
+                config.damping,
+            )
+            plan = config.plan(
+                shapes, total_params=total, target_params=target_params, spectra=spectra
+            )
         names = list(plan.ranks)
         reporter.event(
             "rank plan ready",
@@ -136,11 +184,10 @@ class SvdMethod:
                 "params_before": total,
                 "params_target": target_params,
                 "params_planned": plan.params_after,
+                "allocation": config.allocation,
             },
         )
-        grams: dict[str, torch.Tensor] = {}
-        tokens = 0
-        if config.whitening and names:
+        if config.whitening and names and not grams:
             grams, tokens = collect_input_grams(model, blocks, names, reporter=reporter)
 
         modules = find_linears(model, config.target_modules)

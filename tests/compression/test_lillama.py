@@ -299,3 +299,24 @@ def test_cancellation(cancel_after: int) -> None:
             reporter=reporter,
         )
     assert reporter.checks == cancel_after + 1
+
+
+def test_energy_strategy_plans_from_measured_spectra() -> None:
+    model = tiny_llama()
+    target = resolve_target(count_parameters(model), ratio=0.8)
+    reporter = RecordingReporter()
+    result = compress(
+        model,
+        LillamaConfig(rank_strategy="energy", **FAST),
+        blocks=correlated_blocks(8, 16),
+        target_params=target,
+        reporter=reporter,
+    )
+    assert abs(result.params_after - target) <= 0.01 * target
+    assert result.params_after == count_parameters(model)
+    measured = [e for e in reporter.events if e[1].startswith("measured block")]
+    assert len(measured) == 2
+    uniform = get_method("lillama").plan(tiny_llama(), LillamaConfig(), target_params=target)
+    assert result.ranks != uniform.ranks  # the spectra, not the shapes, decided
+    for name, rank in result.ranks.items():
+        assert model.get_submodule(name).rank == rank

@@ -135,3 +135,16 @@ def test_config_may_be_a_plain_dict() -> None:
         reporter=RecordingReporter(),
     )
     assert all(n.split(".")[-1] in {"gate_proj", "up_proj", "down_proj"} for n in result.ranks)
+
+
+@pytest.mark.parametrize("whitening", [True, False])
+def test_energy_allocation_follows_the_measured_spectra(whitening: bool) -> None:
+    model = tiny_llama()
+    target = resolve_target(count_parameters(model), ratio=0.8)
+    config = SvdConfig(allocation="energy", whitening=whitening)
+    result = compress(model, config, blocks=correlated_blocks(4, 16), target_params=target)
+    assert abs(result.params_after - target) <= 0.01 * target
+    assert result.params_after == count_parameters(model)
+    assert result.details["allocation"] == "energy"
+    uniform = get_method("svd").plan(tiny_llama(), SvdConfig(), target_params=target)
+    assert result.ranks != uniform.ranks
