@@ -1,11 +1,12 @@
-"""Quality of `lillama` against whitened `svd` on SmolLM2-135M-Instruct at one parameter ratio.
+"""Low-rank methods side by side on SmolLM2-135M-Instruct: plain SVD truncation, whitened `svd`
+(uniform and energy allocation) and `lillama` with every rank strategy, at each ratio.
 Prints a markdown table (parameters, eval perplexity, wall time, peak RSS, calibration tokens).
 
-    .venv/bin/python bench/lillama_quality.py [--ratio 0.8] [--calib-tokens 16384] \
-        [--seq-len 256] [--lr 8.6e-5 3e-4] [--gguf .cache/models/smollm2/...gguf]
+    .venv/bin/python bench/lillama_quality.py [--ratios 0.8 0.7] [--calib-tokens 16384] \
+        [--seq-len 256] [--strategies uniform bottom top energy] [--lr 8.6e-5] \
+        [--svd plain whitened energy] [--gguf .cache/models/smollm2/...gguf]
 
-With the defaults (svd + one lillama row) it runs in about 10 minutes on 2 CPU cores; each
-extra learning rate adds about 7.
+Each lillama row takes about 7 minutes on 2 CPU cores with the defaults, each svd row 2.
 
 Calibration: data/corpus/calibration.txt; evaluation: the disjoint data/corpus/evaluation.txt.
 Peak RSS is the largest resident set sampled while that row's compression ran (whole process,
@@ -75,14 +76,17 @@ class PeakRss:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ratio", type=float, default=0.8)
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.7])
     parser.add_argument("--calib-tokens", type=int, default=16384)
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--lr", type=float, nargs="+", default=[8.6e-5])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--no-svd", action="store_true", help="skip the svd baseline row")
+    parser.add_argument("--strategies", nargs="*", default=["uniform", "bottom", "top", "energy"])
+    parser.add_argument(
+        "--svd", nargs="*", default=["plain", "whitened", "energy"], help="svd rows to run"
+    )
     parser.add_argument("--gguf", type=Path, default=GGUF)
     args = parser.parse_args()
 
@@ -103,46 +107,59 @@ def main() -> None:
         max_tokens=args.eval_tokens,
     )
     total = count_parameters(teacher)
-    target = resolve_target(total, ratio=args.ratio)
     t0 = time.monotonic()
     teacher_ppl = perplexity(teacher, evaluation)
     eval_seconds = time.monotonic() - t0
 
-    configs: list[tuple[str, Any]] = []
-    if not args.no_svd:
-        configs.append(("svd whitened", SvdConfig(whitening=True)))
-    for lr in args.lr:
-        cfg = LillamaConfig(learning_rate=lr, batch_size=args.batch_size, epochs=args.epochs)
-        configs.append((f"lillama uniform, lr {lr:g}", cfg))
+    svd_rows = {
+        "plain": ("svd plain", SvdConfig(whitening=False)),
+        "whitened": ("svd whitened, uniform", SvdConfig()),
+        "energy": ("svd whitened, energy", SvdConfig(allocation="energy")),
+    }
+    configs: list[tuple[str, Any]] = [svd_rows[k] for k in args.svd]
+    for strategy in args.strategies:
+        for lr in args.lr:
+            cfg = LillamaConfig(
+                rank_strategy=strategy,
+                learning_rate=lr,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+            )
+            label = f"lillama {strategy}" + (f", lr {lr:g}" if len(args.lr) > 1 else "")
+            configs.append((label, cfg))
 
     rows = [("teacher (dense)", total, teacher_ppl, 1.0, 0.0, _rss_bytes(), 0, "")]
-    for label, cfg in configs:
-        student = copy.deepcopy(teacher)
-        with PeakRss() as rss:
-            t0 = time.monotonic()
-            result = compress(student, cfg, blocks=calib, target_params=target)
-            seconds = time.monotonic() - t0
-        ppl = perplexity(student, evaluation)
-        note = ""
-        if "mean_loss_before" in result.details:
-            note = (
-                f"block loss {result.details['mean_loss_before']:.4f} -> "
-                f"{result.details['mean_loss_after']:.4f}"
+    for ratio in args.ratios:
+        target = resolve_target(total, ratio=ratio)
+        for label, cfg in configs:
+            student = copy.deepcopy(teacher)
+            with PeakRss() as rss:
+                t0 = time.monotonic()
+                result = compress(student, cfg, blocks=calib, target_params=target)
+                seconds = time.monotonic() - t0
+            ppl = perplexity(student, evaluation)
+            note = ""
+            if "mean_loss_before" in result.details:
+                note = (
+                    f"block loss {result.details['mean_loss_before']:.4f} -> "
+                    f"{result.details['mean_loss_after']:.4f}"
+                )
+            rows.append(
+                (
+                    f"{label} @ {ratio:.0%}",
+                    count_parameters(student),
+                    ppl,
+                    ppl / teacher_ppl,
+                    seconds,
+                    rss.peak,
+                    result.tokens_used,
+                    note,
+                )
             )
-        rows.append(
-            (
-                f"{label} @ {args.ratio:.0%}",
-                count_parameters(student),
-                ppl,
-                ppl / teacher_ppl,
-                seconds,
-                rss.peak,
-                result.tokens_used,
-                note,
+            print(
+                f"done: {label} @ {ratio:.0%} ppl {ppl:.2f} in {seconds:.0f} s {note}", flush=True
             )
-        )
-        print(f"done: {label} ppl {ppl:.2f} in {seconds:.0f} s {note}", flush=True)
-        del student
+            del student
 
     print(
         f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
