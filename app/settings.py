@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         return self.broker_url.startswith("filesystem://")
 
     @property
+    def work_root(self) -> Path:
+        """Scratch folders of running jobs (checkpoints), kept across a job's attempts."""
+        return self.home / "work"
+
+    @property
     def artifacts_root(self) -> Path:
         assert self.artifact_dir is not None  # set by the validator
         return self.artifact_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -19,11 +21,14 @@ def compress(
     blocks: torch.Tensor,
     target_params: int,
     reporter: Reporter | None = None,
+    workdir: Path | None = None,
 ) -> MethodResult:
     """Compress ``model`` in place with the method named by ``method_config.name``.
 
     ``blocks`` are calibration tokens [n_blocks, seq_len]; ``target_params`` counts unique
     parameters of the whole model. Raises ``UnreachableTargetError`` before any expensive work.
+    ``workdir`` is a scratch folder kept across attempts of one job: methods that checkpoint
+    (``lillama``) resume from it.
     """
     method = get_method(method_config.name)
     return method.run(
@@ -32,4 +37,5 @@ def compress(
         blocks=blocks,
         target_params=target_params,
         reporter=reporter or NullReporter(),
+        workdir=workdir,
     )

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import socket
 
+from app.db import make_engine, make_session_factory
 from app.settings import Settings
 from worker.celery_app import make_celery
+from worker.recovery import OrphanSweeper
 
 
 def start_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
-    """Consume the GPU queue, one job at a time, in this process (``--pool solo``)."""
+    """Consume the GPU queue, one job at a time, in this process (``--pool solo``), and requeue
+    jobs whose worker died (see ``worker.recovery``)."""
     settings.ensure_dirs()
     app = make_celery(settings)
     argv = [
@@ -24,7 +27,17 @@ def start_worker(settings: Settings, *, loglevel: str = "INFO") -> None:
         "--without-gossip",
         "--without-mingle",
     ]
-    app.worker_main(argv)
+    # Jobs whose worker died are requeued by any live worker and resume from checkpoints.
+    engine = make_engine(settings.database_url)
+    sweeper = OrphanSweeper(
+        settings=settings, session_factory=make_session_factory(engine), celery=app
+    )
+    sweeper.start()
+    try:
+        app.worker_main(argv)
+    finally:
+        sweeper.stop()
+        engine.dispose()
 
 
 if __name__ == "__main__":

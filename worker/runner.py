@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -59,7 +60,12 @@ def default_owner() -> str:
 
 @dataclass
 class JobReporter:
-    """Writes progress events to the job's log; renews the lease; reads the cancel flag."""
+    """Writes progress events to the job's log; reads the cancel flag; and, from a heartbeat
+    thread (:meth:`start_heartbeat`), renews the job's lease while this process lives.
+
+    The lease says "this worker is alive", not "this job made progress": a long SVD or a slow
+    block must not look like a dead worker, so renewal does not wait for progress callbacks.
+    """
 
     factory: sessionmaker[Session]
     job_id: str
@@ -68,7 +74,37 @@ class JobReporter:
     stage: str | None = None
     check_interval: float = 1.0
     _last_check: float = field(default=0.0, init=False)
-    _last_renew: float = field(default_factory=time.monotonic, init=False)
+    _lost: threading.Event = field(default_factory=threading.Event, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+
+    def start_heartbeat(self) -> None:
+        """Renew the lease every third of its length until :meth:`stop_heartbeat`."""
+
+        def beat() -> None:
+            while not self._stop.wait(self.lease_seconds / 3):
+                try:
+                    with self.factory() as session:
+                        alive = lifecycle.renew_lease(
+                            session,
+                            job_id=self.job_id,
+                            owner=self.owner,
+                            lease_seconds=self.lease_seconds,
+                        )
+                except Exception:  # a database hiccup: try again at the next beat
+                    log.exception("job %s: lease renewal failed", self.job_id)
+                    continue
+                if not alive:
+                    self._lost.set()
+                    return
+
+        self._thread = threading.Thread(target=beat, name=f"lease-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def event(
         self, message: str, *, level: str = "info", data: dict[str, Any] | None = None
@@ -82,9 +118,10 @@ class JobReporter:
                 message=message,
                 data=data,
             )
-        self._renew_if_due()
+        self._raise_if_lost()
 
     def check_cancelled(self) -> None:
+        self._raise_if_lost()
         now = time.monotonic()
         if now - self._last_check < self.check_interval:
             return
@@ -93,7 +130,6 @@ class JobReporter:
             cancelled = lifecycle.is_cancel_requested(session, job_id=self.job_id)
         if cancelled:
             raise Cancelled("cancelled on request")
-        self._renew_if_due()
 
     def enter(self, stage: str) -> None:
         self.stage = stage
@@ -101,16 +137,9 @@ class JobReporter:
             lifecycle.set_stage(session, job_id=self.job_id, stage=stage)
         self.check_cancelled()
 
-    def _renew_if_due(self) -> None:
-        # Renew at a third of the lease so two missed renewals still leave time.
-        if time.monotonic() - self._last_renew < self.lease_seconds / 3:
-            return
-        with self.factory() as session:
-            if not lifecycle.renew_lease(
-                session, job_id=self.job_id, owner=self.owner, lease_seconds=self.lease_seconds
-            ):
-                raise LeaseLost(self.job_id)
-        self._last_renew = time.monotonic()
+    def _raise_if_lost(self) -> None:
+        if self._lost.is_set():
+            raise LeaseLost(self.job_id)
 
 
 def _device(settings: Settings) -> str:
@@ -211,7 +240,12 @@ def _execute(
         t0 = time.monotonic()
         reporter.enter("compressing")
         result = method.run(
-            model, config, blocks=blocks, target_params=target_params, reporter=reporter
+            model,
+            config,
+            blocks=blocks,
+            target_params=target_params,
+            reporter=reporter,
+            workdir=settings.work_root / job_id,
         )
         params_after = count_parameters(model)
         metrics.update(
@@ -317,6 +351,7 @@ def run_job(
         log.info("job %s is not runnable here (running elsewhere, ended or unknown)", job_id)
         return None
     reporter = JobReporter(session_factory, job_id, owner, settings.lease_seconds)
+    reporter.start_heartbeat()
     status, error = "succeeded", None
     try:
         metrics = _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
@@ -345,6 +380,10 @@ def run_job(
     except Exception as exc:
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
         status, error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        reporter.stop_heartbeat()
     with session_factory() as session:
         lifecycle.finish_job(session, job_id=job_id, owner=owner, status=status, error=error)
+    # Checkpoints only serve a restart of an unfinished job.
+    shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
     return status

@@ -24,6 +24,7 @@ __all__ = [
     "is_cancel_requested",
     "merge_metrics",
     "renew_lease",
+    "requeue_orphaned",
     "set_stage",
 ]
 
@@ -67,6 +68,38 @@ def claim_job(session: Session, *, job_id: str, owner: str, lease_seconds: int) 
     )
     session.commit()
     return job
+
+
+def requeue_orphaned(session: Session) -> list[str]:
+    """Put running jobs whose lease expired (their worker died) back to ``queued``.
+
+    Returns their ids so the caller can send a new message for each: the old message may be
+    lost (the file-system broker) or come back only after the broker's visibility timeout
+    (Redis). The conditional UPDATE means two sweepers never requeue the same job twice, and a
+    job goes back to ``queued`` only once per death, so the queue does not fill with copies.
+    """
+    now = utcnow()
+    candidates = session.scalars(
+        select(Job.id).where(Job.status == "running", Job.lease_expires_at < now)
+    ).all()
+    requeued: list[str] = []
+    for job_id in candidates:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.lease_expires_at < now)
+            .values(status="queued", lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            add_event(
+                session,
+                job_id=job_id,
+                level="warning",
+                message="worker lost (lease expired); job requeued and will resume",
+            )
+            requeued.append(job_id)
+    session.commit()
+    return requeued
 
 
 def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: int) -> bool:

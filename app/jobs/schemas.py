@@ -127,6 +127,10 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     cancel_requested: bool
+    attempts: int = Field(
+        description="How many times a worker started the job: more than 1 when a worker was "
+        "lost and the job resumed on another."
+    )
     error: str | None
     metrics: dict[str, Any]
     metadata: dict[str, Any]

@@ -272,6 +272,7 @@ def job_out(job: Job) -> JobOut:
         started_at=job.started_at,
         finished_at=job.finished_at,
         cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
         error=job.error,
         metrics=job.metrics or {},
         metadata=job.metadata_ or {},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import torch
@@ -48,8 +49,10 @@ class Method(Protocol):
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter,
+        workdir: Path | None = None,
     ) -> MethodResult:
-        """Compress ``model`` in place and describe the result."""
+        """Compress ``model`` in place and describe the result. ``workdir`` (optional) is a
+        scratch folder that survives a crashed attempt of the same job, for checkpoints."""
         ...
 
 

@@ -16,8 +16,10 @@ last planned one are never run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +28,14 @@ from torch import nn
 from compression.calibration import recording_input_grams
 from compression.configs import LillamaConfig
 from compression.distill.blockwise import run_block, train_block
-from compression.lowrank import count_parameters, dense_weight, linear_shapes, set_module
+from compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
+from compression.lowrank import (
+    LowRankLinear,
+    count_parameters,
+    dense_weight,
+    linear_shapes,
+    set_module,
+)
 from compression.methods.base import MethodResult, register
 from compression.methods.svd import (
     _lowrank_from,
@@ -174,8 +183,14 @@ class LillamaMethod:
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter | None = None,
+        workdir: Path | None = None,
     ) -> MethodResult:
-        """Factorise and distil ``model``'s planned Linears in place, layer by layer."""
+        """Factorise and distil ``model``'s planned Linears in place, layer by layer.
+
+        With ``workdir``, every finished block is checkpointed there; a later call for the same
+        model, config, target and calibration tokens (a restarted job) loads those blocks instead
+        of training them again and gives the same result as an uninterrupted run.
+        """
         reporter = reporter or NullReporter()
         config = _as_config(config)
         # Shapes only, before any data: an unreachable target fails at once. With the energy
@@ -188,7 +203,17 @@ class LillamaMethod:
         was_training = model.training
         model.eval()
         try:
-            return self._run(model, config, plan, blocks, target_params, reporter)
+            checkpoints = None
+            if workdir is not None:
+                manifest = {
+                    "method": "lillama",
+                    "config": config.model_dump(mode="json"),
+                    "target_params": target_params,
+                    "params_before": plan.params_before,
+                    "calibration": tokens_fingerprint(blocks),
+                }
+                checkpoints = BlockCheckpoints(workdir / "lillama", manifest)
+            return self._run(model, config, plan, blocks, target_params, reporter, checkpoints)
         finally:
             model.train(was_training)
 
@@ -200,10 +225,14 @@ class LillamaMethod:
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter,
+        checkpoints: BlockCheckpoints | None,
     ) -> MethodResult:
         chunks = list(blocks.split(config.batch_size))
         inputs: list[torch.Tensor] | None = None
-        if config.rank_strategy == "energy":
+        saved_plan = checkpoints.get_json("plan") if checkpoints else None
+        if saved_plan is not None:  # a resumed run keeps the plan it measured the first time
+            plan = RankPlan(**saved_plan)
+        elif config.rank_strategy == "energy":
             # Measure first: every candidate's spectrum from one teacher pass, then plan.
             shapes = linear_shapes(model, config.target_modules)
             prefix, layers = decoder_layers(model, [s.name for s in shapes])
@@ -216,6 +245,9 @@ class LillamaMethod:
                 target_params=target_params,
                 spectra=spectra,
             )
+        if checkpoints is not None and saved_plan is None:
+            checkpoints.put_json("plan", dataclasses.asdict(plan))
+        resumable = checkpoints.finished() if checkpoints else []
         names = list(plan.ranks)
         reporter.event(
             "rank plan ready",
@@ -227,6 +259,11 @@ class LillamaMethod:
                 "strategy": config.rank_strategy,
             },
         )
+        if resumable:
+            reporter.event(
+                f"resuming from {len(resumable)} checkpointed block(s)",
+                data={"checkpointed_blocks": resumable},
+            )
         details: dict[str, Any] = {
             "rank_strategy": config.rank_strategy,
             "whitening": config.whitening,
@@ -253,13 +290,22 @@ class LillamaMethod:
         x_t = x_s = inputs  # the same list until the first compressed layer
         for i in range(last + 1):
             reporter.check_cancelled()
-            x_t, x_s, info = self._layer(
-                config, layers[i], f"{prefix}.{i}", by_layer.get(i, []), plan,
-                x_t, x_s, contexts, reporter,
-            )  # fmt: skip
+            members = by_layer.get(i, [])
+            if members and checkpoints is not None and checkpoints.has(i):
+                x_t, x_s, info = self._resume_layer(
+                    checkpoints, i, layers[i], f"{prefix}.{i}", members, plan, x_t, x_s, contexts
+                )
+            else:
+                x_t, x_s, info = self._layer(
+                    config, layers[i], f"{prefix}.{i}", members, plan,
+                    x_t, x_s, contexts, reporter,
+                )  # fmt: skip
+                if members and checkpoints is not None:
+                    checkpoints.save(i, layers[i], info)
             details["blocks"].append(info)
+            verb = "resumed" if info.get("resumed") else "trained" if info["steps"] else "passed"
             reporter.event(
-                f"{'trained' if info['steps'] else 'passed'} block {info['block']}",
+                f"{verb} block {info['block']}",
                 data={**info, "index": i + 1, "total": last + 1},
             )
 
@@ -326,6 +372,38 @@ class LillamaMethod:
             )
             x = y
         return spectra
+
+    def _resume_layer(
+        self,
+        checkpoints: BlockCheckpoints,
+        index: int,
+        layer: nn.Module,
+        block: str,
+        members: list[str],
+        plan: RankPlan,
+        x_t: list[torch.Tensor],
+        x_s: list[torch.Tensor],
+        contexts: list[Context],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
+        """A checkpointed layer: the dense teacher's outputs, then its factors loaded from the
+        checkpoint (no Gram, no SVD, no training) and the student inputs pushed through."""
+        y = _propagate(layer, x_t, contexts)
+        for name in members:
+            short = name.removeprefix(block + ".")
+            module = layer.get_submodule(short)
+            weight = dense_weight(module)
+            shell = LowRankLinear(
+                weight.shape[1],
+                weight.shape[0],
+                plan.ranks[name],
+                getattr(module, "bias", None) is not None,
+                device=weight.device,
+                dtype=weight.dtype,
+            )
+            set_module(layer, short, shell)
+        info = checkpoints.load(index, layer)
+        x_s = _propagate(layer, x_s, contexts)
+        return y, x_s, {**info, "resumed": True}
 
     def _layer(
         self,

@@ -7,6 +7,7 @@ truncated SVD of W·S, un-whitened by S⁻¹ on the right.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -152,8 +153,12 @@ class SvdMethod:
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter | None = None,
+        workdir: Path | None = None,
     ) -> MethodResult:
-        """Factorise ``model``'s targeted Linears in place to about ``target_params`` parameters."""
+        """Factorise ``model``'s targeted Linears in place to about ``target_params`` parameters.
+
+        Training-free and a few minutes at most, so it keeps no checkpoints (``workdir`` unused).
+        """
         reporter = reporter or NullReporter()
         config = _as_config(config)
         # Plan from shapes before any calibration: an unreachable target fails in milliseconds.

@@ -28,13 +28,13 @@ VOCAB = 256
 BLOCKED = ("compression", "app", "worker", "slimforge")
 
 
-def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
-    """2-layer Llama with GQA and tied embeddings."""
+def tiny_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
+    """A Llama (2 layers unless told) with GQA and tied embeddings."""
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=VOCAB,

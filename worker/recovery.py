@@ -1,0 +1,67 @@
+"""Requeue jobs whose worker died, so they resume (from their checkpoints) on a live worker.
+
+Each worker runs a :class:`OrphanSweeper` thread. A job's lease is renewed while it makes
+progress; a lease that expired means its worker is gone (killed, out of memory, machine lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.jobs import lifecycle
+from app.queue import enqueue_job
+from app.settings import Settings
+
+__all__ = ["OrphanSweeper", "requeue_orphaned_jobs"]
+
+log = logging.getLogger("slimforge.worker")
+
+
+def requeue_orphaned_jobs(
+    *, settings: Settings, session_factory: sessionmaker[Session], celery: Celery
+) -> list[str]:
+    """Mark orphaned running jobs queued again and send a message for each; returns their ids."""
+    with session_factory() as session:
+        job_ids = lifecycle.requeue_orphaned(session)
+    for job_id in job_ids:
+        log.warning("job %s lost its worker; requeued", job_id)
+        enqueue_job(celery, settings, job_id)
+    return job_ids
+
+
+class OrphanSweeper(threading.Thread):
+    """Calls :func:`requeue_orphaned_jobs` at start and then every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        celery: Celery,
+        interval: float | None = None,
+    ) -> None:
+        super().__init__(name="slimforge-orphan-sweeper", daemon=True)
+        self.settings, self.session_factory, self.celery = settings, session_factory, celery
+        # Half a lease: an orphan waits at most 1.5 leases before it is requeued.
+        self.interval = interval if interval is not None else max(1.0, settings.lease_seconds / 2)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                requeue_orphaned_jobs(
+                    settings=self.settings,
+                    session_factory=self.session_factory,
+                    celery=self.celery,
+                )
+            except Exception:  # a database or broker hiccup must not kill the sweeper
+                log.exception("orphan sweep failed; retrying in %.0f s", self.interval)
+            if self.stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
