@@ -28,7 +28,8 @@ __all__ = [
     "method_descriptions",
 ]
 
-# Decoder-block Linear layers of the common architectures (Llama, Mistral, Qwen2, Phi, GPT-2 …).
+# Decoder-block Linear layers of the common architectures (Llama, Mistral, Qwen2, Phi, GPT-2 …)
+# and of Mamba's mixer (in_proj, x_proj, out_proj; dt_proj is too thin to gain from a factor).
 DEFAULT_TARGET_MODULES = [
     "q_proj",
     "k_proj",
@@ -45,6 +46,9 @@ DEFAULT_TARGET_MODULES = [
     "c_fc",
     "qkv_proj",
     "gate_up_proj",
+    "in_proj",
+    "x_proj",
+    "out_proj",
 ]
 
 

@@ -23,7 +23,13 @@ from torch import nn
 
 from compression.lowrank import LowRankLinear
 
-__all__ = ["ArtifactFile", "export_artifact", "lowrank_remote_code", "render_model_card"]
+__all__ = [
+    "ArtifactFile",
+    "export_artifact",
+    "lowrank_class_name",
+    "lowrank_remote_code",
+    "render_model_card",
+]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 CONFIG_FILE = "configuration_slimforge_lowrank.py"
@@ -59,6 +65,15 @@ def _transformers_path(cls: type) -> str:
     return module.removeprefix("transformers.")
 
 
+def lowrank_class_name(model: nn.Module) -> str:
+    """``SlimforgeLowRank`` + the base class name (``SlimforgeLowRankMambaForCausalLM``).
+
+    transformers decides some generation behaviour from the class name (a "mamba" in it selects
+    the state cache instead of the key/value cache), so the base name must stay in it.
+    """
+    return f"SlimforgeLowRank{type(model).__name__}"
+
+
 def lowrank_remote_code(model: nn.Module) -> dict[str, str]:
     """The two remote-code files (name -> source) for a low-rank version of ``model``'s class."""
     config_cls = type(model.config)
@@ -67,6 +82,7 @@ def lowrank_remote_code(model: nn.Module) -> dict[str, str]:
         "config_class": config_cls.__name__,
         "model_module": _transformers_path(type(model)),
         "model_class": type(model).__name__,
+        "lowrank_class": lowrank_class_name(model),
         "lowrank_source": inspect.getsource(LowRankLinear),
     }
     return {
@@ -93,10 +109,11 @@ def _write_lowrank_config(root: Path, model: nn.Module, ranks: dict[str, int]) -
     config = json.loads(path.read_text(encoding="utf-8"))
     config["slimforge_base_model_type"] = config.get("model_type")
     config["model_type"] = LOWRANK_MODEL_TYPE
-    config["architectures"] = ["SlimforgeLowRankForCausalLM"]
+    class_name = lowrank_class_name(model)
+    config["architectures"] = [class_name]
     config["auto_map"] = {
         "AutoConfig": f"{CONFIG_FILE[:-3]}.SlimforgeLowRankConfig",
-        "AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.SlimforgeLowRankForCausalLM",
+        "AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.{class_name}",
     }
     config["lowrank_ranks"] = {n: int(r) for n, r in ranks.items()}
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -16,8 +16,12 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -82,6 +86,36 @@ def tiny_mistral(seed: int = 0) -> MistralForCausalLM:
         sliding_window=None,
     )
     return MistralForCausalLM(cfg).eval()
+
+
+def tiny_phi(seed: int = 0) -> PhiForCausalLM:
+    """2-layer Phi: biases everywhere, a ``dense`` output projection, fc1/fc2 MLP."""
+    torch.manual_seed(seed)
+    cfg = PhiConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=VOCAB,
+        partial_rotary_factor=0.5,
+    )
+    return PhiForCausalLM(cfg).eval()
+
+
+def tiny_mamba(seed: int = 0) -> MambaForCausalLM:
+    """2-layer Mamba (no attention): in_proj / x_proj / dt_proj / out_proj around a scan."""
+    torch.manual_seed(seed)
+    cfg = MambaConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        vocab_size=VOCAB,
+        state_size=8,
+        expand=2,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    return MambaForCausalLM(cfg).eval()
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:

@@ -25,7 +25,9 @@ from tests.compression.helpers import (
     run_isolated,
     tiny_gpt2,
     tiny_llama,
+    tiny_mamba,
     tiny_mistral,
+    tiny_phi,
     tiny_qwen2,
 )
 from tests.compression.test_export import RELOAD_SCRIPT
@@ -144,7 +146,9 @@ def test_train_block_checks_cancellation() -> None:
         train_block(layer, x_t, x_s, ys, contexts, check=reporter.check_cancelled)
 
 
-@pytest.mark.parametrize("factory", [tiny_llama, tiny_qwen2, tiny_gpt2])
+@pytest.mark.parametrize(
+    "factory", [tiny_llama, tiny_qwen2, tiny_gpt2, tiny_mistral, tiny_phi, tiny_mamba]
+)
 def test_lillama_end_to_end_exports_and_reloads(
     factory: Callable[[], PreTrainedModel],
     tmp_path: Path,

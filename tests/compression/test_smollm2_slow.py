@@ -135,7 +135,7 @@ def test_smollm2_svd_ratio_08(tmp_path: Path) -> None:
         RELOAD_SCRIPT.format(path=str(dest), ids=str(tmp_path / "ids.pt")), tmp_path, timeout=240
     )
     times["reload_generate"] = time.perf_counter() - t0
-    assert out["class"] == "SlimforgeLowRankForCausalLM"
+    assert out["class"] == "SlimforgeLowRankLlamaForCausalLM"
     assert out["params"] == result.params_after
     with torch.no_grad():
         expected = model(input_ids=ids).logits
