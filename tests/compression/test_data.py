@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -83,3 +84,16 @@ def test_chat_documents_are_rendered(tokenizer: PreTrainedTokenizerFast) -> None
 def test_shipped_corpus_loads() -> None:
     docs = load_texts(TextSource(path=str(REPO / "data" / "corpus" / "calibration.txt")))
     assert len(docs) > 100 and all(isinstance(d, str) and d for d in docs)
+
+
+def test_chat_documents_use_the_tokenizers_chat_template(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    templated = copy.deepcopy(tokenizer)
+    templated.chat_template = (
+        "{% for m in messages %}<{{ m['role'][0] }}>{{ m['content'] }}{% endfor %}"
+    )
+    blocks = token_blocks([chat], templated, seq_len=4, max_tokens=12)
+    # "<u>hi<a>yo" is 10 characters, then EOS: two full blocks of 4.
+    assert blocks.tolist() == [[ord(c) for c in "<u>h"], [ord(c) for c in "i<a>"]]

@@ -1,0 +1,170 @@
+"""GPU timing of `lillama` on a 1B-parameter Llama shape with random weights (bf16).
+
+Prints a markdown table: the GPU's measured bf16 matmul peak, the end-to-end compression time
+and calibration tokens per second (Grams, SVDs, training, propagation: everything), and the
+training steps alone: tokens per second and the share of the matmul peak they reach (FLOPs of
+one step counted by ``torch.utils.flop_counter``, forward and backward).
+
+    python bench/lillama_gpu.py                      # on the lent GPU (see docs/BENCHMARKS.md)
+    python bench/lillama_gpu.py --device cpu --tiny  # a smoke test of the script itself
+
+Random weights make the quality meaningless; only the speed is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from compression import compress, count_parameters, resolve_target
+from compression.configs import LillamaConfig
+from compression.distill.blockwise import train_block
+from compression.methods.lillama import capture_layer_inputs
+
+# TinyLlama-1.1B's shape: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads.
+SHAPE_1B = {
+    "hidden_size": 2048,
+    "intermediate_size": 5632,
+    "num_hidden_layers": 22,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 4,
+    "vocab_size": 32000,
+}
+SHAPE_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 256,
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    """Measured FLOP/s of an n x n x n matmul in ``dtype`` (best of 10 timed runs)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(10):
+        _sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tiny", action="store_true", help="a tiny shape (smoke test)")
+    parser.add_argument("--tokens", type=int, default=65536, help="calibration tokens")
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--ratio", type=float, default=0.8)
+    parser.add_argument("--timed-steps", type=int, default=20)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = SHAPE_TINY if args.tiny else SHAPE_1B
+    seq_len = min(args.seq_len, 64) if args.tiny else args.seq_len
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**shape)).to(device, dtype).eval()
+    total = count_parameters(model)
+    blocks = torch.randint(0, shape["vocab_size"], (max(1, args.tokens // seq_len), seq_len))
+    peak = matmul_peak(device, dtype, 256 if args.tiny else 8192)
+
+    # Training steps alone, on layer 0 after the method's own factorisation of a copy.
+    config = LillamaConfig(batch_size=args.batch_size, max_steps_per_block=1)
+    probe = copy.deepcopy(model)
+    compress(
+        probe,
+        config,
+        blocks=blocks[: args.batch_size],
+        target_params=resolve_target(total, ratio=args.ratio),
+    )
+    layer = probe.model.layers[0].float()
+    x, contexts = capture_layer_inputs(model, model.model.layers[0], [blocks[: args.batch_size]])
+    x_t = [x[0].to(device)]
+    x_s = [x_t[0] + 0.01 * torch.randn_like(x_t[0])]  # a distinct student input: two terms
+    y = [x_t[0].float()]
+    with FlopCounterMode(display=False) as counter:
+        train_block(layer, x_t, x_s, y, contexts, max_steps=1)
+    # train_block also evaluates the loss before and after (2 forwards x 2 inputs): remove them.
+    with FlopCounterMode(display=False) as eval_counter, torch.no_grad():
+        for inp in (x_t[0], x_s[0], x_t[0], x_s[0]):
+            layer(inp.float(), *contexts[0][0], **contexts[0][1])
+    step_flops = counter.get_total_flops() - eval_counter.get_total_flops()
+    _sync(device)
+    t0 = time.perf_counter()
+    result = train_block(layer, x_t, x_s, y, contexts, max_steps=args.timed_steps, epochs=10**6)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    # The loss passes before/after cost about 2/3 of a step each (forward only, 2 inputs).
+    step_seconds = seconds / (args.timed_steps + 4 / 3)
+    step_tokens = args.batch_size * seq_len
+    del probe, layer
+
+    # End to end: the whole method on the whole model.
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    student = copy.deepcopy(model)
+    _sync(device)
+    t0 = time.perf_counter()
+    run = compress(
+        student,
+        LillamaConfig(batch_size=args.batch_size),
+        blocks=blocks,
+        target_params=resolve_target(total, ratio=args.ratio),
+    )
+    _sync(device)
+    e2e = time.perf_counter() - t0
+    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(
+        f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; device: {name}; torch {torch.__version__}"
+    )
+    print(
+        f"model: Llama {shape['num_hidden_layers']} layers x {shape['hidden_size']} "
+        f"({total:,} parameters, random, {str(dtype).removeprefix('torch.')}); "
+        f"target {args.ratio:.0%}; calibration {blocks.numel():,} tokens, seq_len {seq_len}, "
+        f"batch {args.batch_size}\n"
+    )
+    rows: list[tuple[str, Any]] = [
+        ("matmul peak (measured)", f"{peak / 1e12:.1f} TFLOP/s"),
+        ("training step (both loss terms, fwd+bwd)", f"{step_seconds * 1e3:.1f} ms"),
+        ("training FLOPs per step (counted)", f"{step_flops / 1e12:.3f} TFLOP"),
+        ("training throughput per block", f"{step_tokens / step_seconds:,.0f} tokens/s"),
+        ("training share of matmul peak", f"{step_flops / step_seconds / peak:.1%}"),
+        ("end-to-end compression", f"{e2e:.1f} s"),
+        (
+            "end-to-end calibration tokens/s (all blocks)",
+            f"{blocks.numel() / e2e:,.0f} tokens/s",
+        ),
+        ("parameters after", f"{run.params_after:,}"),
+        ("peak GPU memory", f"{peak_mem / 2**30:.2f} GiB" if peak_mem else "n/a"),
+        ("timed steps, loss after", f"{result.steps}, {result.loss_after:.4f}"),
+    ]
+    print("| measure | value |\n|---|---:|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
