@@ -195,6 +195,14 @@ class LillamaConfig(_MethodBase):
     max_steps_per_block: int | None = Field(
         default=None, ge=1, description="Stop training a block after this many steps."
     )
+    activation_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="CPU memory for the calibration activations (teacher input, student input, "
+        "teacher output): past it, batches are written to the worker's scratch folder and read "
+        "back when needed. None keeps everything in memory (fine up to a few million tokens of "
+        "a 4k-wide model).",
+    )
 
     def plan(
         self,

@@ -82,26 +82,32 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 @torch.no_grad()
 def _joint_loss(
     block: nn.Module,
-    batches: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    teacher_inputs: Sequence[torch.Tensor],
+    student_inputs: Sequence[torch.Tensor] | None,
+    targets: Sequence[torch.Tensor],
     contexts: Sequence[tuple[Sequence[Any], dict[str, Any]]],
     masks: Sequence[torch.Tensor | None],
     device: torch.device,
     dtype: torch.dtype,
 ) -> float:
     total = 0.0
-    for (x_t, x_s, y), (args, kwargs), mask in zip(batches, contexts, masks, strict=True):
-        y = y.to(device, torch.float32)
+    # Indexing, not iterating pairs: the sequences may be disk-backed (one batch in RAM at once).
+    for i in range(len(targets)):
+        args, kwargs = contexts[i]
+        y = targets[i].to(device, torch.float32)
+        mask = masks[i]
         mask_d = None if mask is None else mask.to(device)
         with _autocast(device):
-            t_out = run_block(block, x_t.to(device, dtype), args, kwargs)
+            t_out = run_block(block, teacher_inputs[i].to(device, dtype), args, kwargs)
             t_loss = float(feature_loss(t_out, y, mask_d))
-            if x_s is x_t:  # the same input (no compressed block below yet): same term
+            if student_inputs is None:  # the same input (no compressed block below yet)
                 s_loss = t_loss
             else:
+                x_s = student_inputs[i]
                 s_out = run_block(block, x_s.to(device, dtype), args, kwargs)
                 s_loss = float(feature_loss(s_out, y, mask_d))
         total += t_loss + s_loss
-    return total / max(1, len(batches))
+    return total / max(1, len(targets))
 
 
 @torch.enable_grad()
@@ -146,12 +152,15 @@ def train_block(
         p.requires_grad_(False)
     for factor in params:
         factor.requires_grad_(True)
-    batches = list(zip(teacher_inputs, student_inputs, targets, strict=True))
+    # The same sequence object for both inputs (no compressed block below yet): one term, twice.
+    students = None if student_inputs is teacher_inputs else student_inputs
     t0 = time.monotonic()
     was_training = student_block.training
     student_block.eval()  # no dropout: the teacher targets were computed in eval mode
     try:
-        before = _joint_loss(student_block, batches, layer_kwargs, masks, device, dtype)
+        before = _joint_loss(
+            student_block, teacher_inputs, students, targets, layer_kwargs, masks, device, dtype
+        )
         optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
         generator = torch.Generator().manual_seed(seed)
         total_steps = epochs * n if max_steps is None else min(max_steps, epochs * n)
@@ -162,7 +171,7 @@ def train_block(
                     break
                 if check is not None and steps % check_every == 0:
                     check()
-                x_t, x_s, y = batches[i]
+                x_t, y = teacher_inputs[i], targets[i]
                 args, kwargs = layer_kwargs[i]
                 mask_i = masks[i]
                 mask = None if mask_i is None else mask_i.to(device)
@@ -170,10 +179,10 @@ def train_block(
                 with _autocast(device):
                     t_out = run_block(student_block, x_t.detach().to(device, dtype), args, kwargs)
                     loss = feature_loss(t_out, y_d, mask)
-                    if x_s is x_t:  # same input: the two terms are equal
+                    if students is None:  # same input: the two terms are equal
                         loss = 2 * loss
                     else:
-                        s_in = x_s.detach().to(device, dtype)
+                        s_in = students[i].detach().to(device, dtype)
                         s_out = run_block(student_block, s_in, args, kwargs)
                         loss = loss + feature_loss(s_out, y_d, mask)
                 if not math.isfinite(float(loss.detach())):
@@ -184,7 +193,9 @@ def train_block(
                 steps += 1
         for factor in params:
             factor.grad = None
-        after = _joint_loss(student_block, batches, layer_kwargs, masks, device, dtype)
+        after = _joint_loss(
+            student_block, teacher_inputs, students, targets, layer_kwargs, masks, device, dtype
+        )
     finally:
         for p, flag in zip(frozen, saved_flags, strict=True):
             p.requires_grad_(flag)

@@ -17,6 +17,7 @@ last planned one are never run.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,16 @@ from torch import nn
 
 from compression.calibration import recording_input_grams
 from compression.configs import LillamaConfig
-from compression.distill.blockwise import run_block, train_block
+from compression.distill.activations import SpillPool
+from compression.distill.blockwise import train_block
 from compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
+from compression.distill.streaming import (
+    Activations,
+    Context,
+    capture_layer_inputs,
+    decoder_layers,
+    propagate,
+)
 from compression.lowrank import (
     LowRankLinear,
     count_parameters,
@@ -49,113 +58,9 @@ from compression.progress import NullReporter, Reporter
 
 __all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
 
-Context = tuple[tuple[Any, ...], dict[str, Any]]
-
 
 def _as_config(config: Any) -> LillamaConfig:
     return config if isinstance(config, LillamaConfig) else LillamaConfig.model_validate(config)
-
-
-def decoder_layers(model: nn.Module, names: Sequence[str]) -> tuple[str, nn.ModuleList]:
-    """The path and the ``ModuleList`` of decoder layers holding the modules ``names``.
-
-    The list is the prefix of the names up to their first numeric component
-    (``model.layers.3.mlp.up_proj`` -> ``model.layers``); all names must share it.
-    """
-    prefixes = set()
-    for name in names:
-        parts = name.split(".")
-        idx = next(i for i, p in enumerate(parts) if p.isdigit())
-        prefixes.add(".".join(parts[:idx]))
-    if len(prefixes) != 1:
-        raise ValueError(f"modules lie in more than one layer list: {sorted(prefixes)}")
-    prefix = prefixes.pop()
-    layers = model.get_submodule(prefix)
-    if not isinstance(layers, nn.ModuleList | nn.Sequential):
-        raise ValueError(f"{prefix} is not a list of decoder layers")
-    return prefix, layers  # type: ignore[return-value]
-
-
-class _Captured(Exception):
-    """Raised by the layer-0 hook to stop the forward once its inputs are recorded."""
-
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        super().__init__("captured")
-        self.args, self.kwargs = args, kwargs
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Structural equality of captured layer extras (tensors by value)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.shape == b.shape
-            and a.dtype == b.dtype
-            and bool(torch.equal(a, b))
-        )
-    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    try:
-        return bool(a is b or a == b)
-    except Exception:  # objects without a usable ==
-        return False
-
-
-@torch.no_grad()
-def capture_layer_inputs(
-    model: nn.Module, first_layer: nn.Module, chunks: Sequence[torch.Tensor]
-) -> tuple[list[torch.Tensor], list[Context]]:
-    """Hidden states entering ``first_layer`` (on CPU) and the extra (args, kwargs) the model
-    passes it, for every batch of token ids in ``chunks``.
-
-    A forward pre-hook (with kwargs) records the call and raises to stop the forward, so nothing
-    above the first layer runs. Extras equal to the previous batch's are shared, not copied.
-    """
-
-    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        raise _Captured(args, kwargs)
-
-    body = getattr(model, "base_model", model)
-    device = next(model.parameters()).device
-    hidden: list[torch.Tensor] = []
-    contexts: list[Context] = []
-    handle = first_layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        for chunk in chunks:
-            try:
-                body(input_ids=chunk.to(device), use_cache=False)
-            except _Captured as cap:
-                args, kwargs = cap.args, dict(cap.kwargs)
-            else:
-                raise RuntimeError("the model's forward never reached its first decoder layer")
-            if args:
-                x, extra_args = args[0], tuple(args[1:])
-            else:
-                x, extra_args = kwargs.pop("hidden_states"), ()
-            kwargs.pop("use_cache", None)
-            context: Context = (extra_args, kwargs)
-            if contexts and _same(contexts[-1], context):
-                context = contexts[-1]
-            hidden.append(x.detach().cpu())
-            contexts.append(context)
-    finally:
-        handle.remove()
-    return hidden, contexts
-
-
-@torch.no_grad()
-def _propagate(
-    layer: nn.Module, inputs: Sequence[torch.Tensor], contexts: Sequence[Context]
-) -> list[torch.Tensor]:
-    """The layer's outputs for every batch (on CPU, in the layer's dtype)."""
-    param = next(layer.parameters())
-    out = []
-    for x, (args, kwargs) in zip(inputs, contexts, strict=True):
-        out.append(run_block(layer, x.to(param.device, param.dtype), args, kwargs).cpu())
-    return out
 
 
 @register("lillama")
@@ -213,7 +118,20 @@ class LillamaMethod:
                     "calibration": tokens_fingerprint(blocks),
                 }
                 checkpoints = BlockCheckpoints(workdir / "lillama", manifest)
-            return self._run(model, config, plan, blocks, target_params, reporter, checkpoints)
+            pool = SpillPool(
+                None
+                if config.activation_memory_gb is None
+                else int(config.activation_memory_gb * 2**30 / 4),  # 4 lists live at once
+                None if workdir is None else workdir / "lillama-activations",
+            )
+            try:
+                return self._run(
+                    model, config, plan, blocks, target_params, reporter, checkpoints, pool
+                )
+            finally:
+                pool.close()
+                if workdir is not None:
+                    shutil.rmtree(workdir / "lillama-activations", ignore_errors=True)
         finally:
             model.train(was_training)
 
@@ -226,9 +144,10 @@ class LillamaMethod:
         target_params: int,
         reporter: Reporter,
         checkpoints: BlockCheckpoints | None,
+        pool: SpillPool,
     ) -> MethodResult:
         chunks = list(blocks.split(config.batch_size))
-        inputs: list[torch.Tensor] | None = None
+        inputs: Activations | None = None
         saved_plan = checkpoints.get_json("plan") if checkpoints else None
         if saved_plan is not None:  # a resumed run keeps the plan it measured the first time
             plan = RankPlan(**saved_plan)
@@ -237,8 +156,10 @@ class LillamaMethod:
             shapes = linear_shapes(model, config.target_modules)
             prefix, layers = decoder_layers(model, [s.name for s in shapes])
             reporter.check_cancelled()
-            inputs, contexts = capture_layer_inputs(model, layers[0], chunks)
-            spectra = self._spectra(config, shapes, prefix, layers, inputs, contexts, reporter)
+            inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
+            spectra = self._spectra(
+                config, shapes, prefix, layers, inputs, contexts, reporter, pool
+            )
             plan = config.plan(
                 shapes,
                 total_params=plan.params_before,
@@ -286,19 +207,20 @@ class LillamaMethod:
         last = max(by_layer)  # layers above the last planned one never change
         if inputs is None:
             reporter.check_cancelled()
-            inputs, contexts = capture_layer_inputs(model, layers[0], chunks)
+            inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
         x_t = x_s = inputs  # the same list until the first compressed layer
         for i in range(last + 1):
             reporter.check_cancelled()
             members = by_layer.get(i, [])
             if members and checkpoints is not None and checkpoints.has(i):
                 x_t, x_s, info = self._resume_layer(
-                    checkpoints, i, layers[i], f"{prefix}.{i}", members, plan, x_t, x_s, contexts
-                )
+                    checkpoints, i, layers[i], f"{prefix}.{i}", members, plan,
+                    x_t, x_s, contexts, pool,
+                )  # fmt: skip
             else:
                 x_t, x_s, info = self._layer(
                     config, layers[i], f"{prefix}.{i}", members, plan,
-                    x_t, x_s, contexts, reporter,
+                    x_t, x_s, contexts, reporter, pool,
                 )  # fmt: skip
                 if members and checkpoints is not None:
                     checkpoints.save(i, layers[i], info)
@@ -330,9 +252,10 @@ class LillamaMethod:
         shapes: Sequence[LinearShape],
         prefix: str,
         layers: nn.ModuleList,
-        inputs: list[torch.Tensor],
+        inputs: Activations,
         contexts: list[Context],
         reporter: Reporter,
+        pool: SpillPool,
     ) -> dict[str, list[float]]:
         """Singular values of every candidate's (whitened) weight, from a teacher pass that
         streams the layers like the training pass does (one layer's activations at a time)."""
@@ -349,16 +272,17 @@ class LillamaMethod:
             layer, members = layers[i], by_layer.get(i, [])
             local = [n.removeprefix(f"{prefix}.{i}.") for n in members]
             grams = None
+            y: Activations
             if members and config.whitening:
                 with recording_input_grams(layer, local) as recorder:
-                    y = []
+                    y = pool.new()
                     for xb, ctx in zip(x, contexts, strict=True):
-                        y.append(_propagate(layer, [xb], [ctx])[0])
+                        y.append(propagate(layer, [xb], [ctx])[0])
                         recorder.end_batch()
                 by_local = recorder.result(local)
                 grams = {n: by_local[short] for n, short in zip(members, local, strict=True)}
             elif i < last:
-                y = _propagate(layer, x, contexts)
+                y = propagate(layer, x, contexts, pool)
             else:  # nothing above needs this layer's output
                 y = x
             weights = {
@@ -381,13 +305,14 @@ class LillamaMethod:
         block: str,
         members: list[str],
         plan: RankPlan,
-        x_t: list[torch.Tensor],
-        x_s: list[torch.Tensor],
+        x_t: Activations,
+        x_s: Activations,
         contexts: list[Context],
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
+        pool: SpillPool,
+    ) -> tuple[Activations, Activations, dict[str, Any]]:
         """A checkpointed layer: the dense teacher's outputs, then its factors loaded from the
         checkpoint (no Gram, no SVD, no training) and the student inputs pushed through."""
-        y = _propagate(layer, x_t, contexts)
+        y = propagate(layer, x_t, contexts, pool)
         for name in members:
             short = name.removeprefix(block + ".")
             module = layer.get_submodule(short)
@@ -402,7 +327,7 @@ class LillamaMethod:
             )
             set_module(layer, short, shell)
         info = checkpoints.load(index, layer)
-        x_s = _propagate(layer, x_s, contexts)
+        x_s = propagate(layer, x_s, contexts, pool)
         return y, x_s, {**info, "resumed": True}
 
     def _layer(
@@ -412,11 +337,12 @@ class LillamaMethod:
         block: str,
         members: list[str],
         plan: RankPlan,
-        x_t: list[torch.Tensor],
-        x_s: list[torch.Tensor],
+        x_t: Activations,
+        x_s: Activations,
         contexts: list[Context],
         reporter: Reporter,
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], dict[str, Any]]:
+        pool: SpillPool,
+    ) -> tuple[Activations, Activations, dict[str, Any]]:
         """One layer: teacher outputs, factorise, train; returns the next (x_T, x_S, info)."""
         t0 = time.monotonic()
         info: dict[str, Any] = {
@@ -427,21 +353,21 @@ class LillamaMethod:
             "steps": 0,
         }
         if not members:
-            y = _propagate(layer, x_t, contexts)
-            x_s = y if x_s is x_t else _propagate(layer, x_s, contexts)
+            y = propagate(layer, x_t, contexts, pool)
+            x_s = y if x_s is x_t else propagate(layer, x_s, contexts, pool)
             info["seconds"] = round(time.monotonic() - t0, 3)
             return y, x_s, info
 
         local = [n.removeprefix(block + ".") for n in members]
         if config.whitening:
             with recording_input_grams(layer, local) as recorder:
-                y = []
+                y = pool.new()
                 for x, ctx in zip(x_t, contexts, strict=True):
-                    y.append(_propagate(layer, [x], [ctx])[0])
+                    y.append(propagate(layer, [x], [ctx])[0])
                     recorder.end_batch()
             grams = recorder.result(local)
         else:
-            y = _propagate(layer, x_t, contexts)
+            y = propagate(layer, x_t, contexts, pool)
 
         whiteners: dict[int, torch.Tensor] = {}  # id(shared Gram) -> S, reused by q/k/v
         for name, short in zip(members, local, strict=True):
@@ -474,7 +400,7 @@ class LillamaMethod:
             check=reporter.check_cancelled,
         )
         layer.to(dtype)
-        x_s = _propagate(layer, x_s, contexts)
+        x_s = propagate(layer, x_s, contexts, pool)
         info.update(
             loss_before=result.loss_before,
             loss_after=result.loss_after,
