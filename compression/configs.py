@@ -164,6 +164,16 @@ class LillamaConfig(_MethodBase):
         "parameter.",
     )
     min_rank: int = Field(default=8, ge=1, description="No factor is thinner than this.")
+    layer_rank_fraction: float | None = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="With 'bottom'/'top': the factorised blocks keep this fraction of each "
+        "matrix's break-even rank (the paper's large models keep about a quarter of their "
+        "width; on small models the thinnest rank destroys a block). If every block at this "
+        "fraction is not enough for the target, blocks go down to min_rank. None: always "
+        "min_rank, as in the reference code.",
+    )
     rank_multiple: int = Field(
         default=8, ge=1, le=256, description="Ranks are rounded to a multiple of this."
     )
@@ -244,6 +254,7 @@ class LillamaConfig(_MethodBase):
             min_rank=self.min_rank,
             rank_multiple=self.rank_multiple,
             method="lillama",
+            layer_fraction=self.layer_rank_fraction,
         )
 
 

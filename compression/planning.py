@@ -259,8 +259,14 @@ def plan_layerwise(
     rank_multiple: int = 8,
     tolerance: float = 0.01,
     method: str = "lillama",
+    layer_fraction: float | None = None,
+    layer_ranks: dict[str, int] | None = None,
 ) -> RankPlan:
     """Lillama's greedy bottom-first (or top-first) allocation.
+
+    With ``layer_fraction`` the taken blocks keep that fraction of every matrix's break-even
+    rank instead of the thinnest rank (on a small model the thinnest rank destroys a layer);
+    if even every block at that fraction stays above the target, the thinnest rank is used.
 
     Blocks are taken from block 0 upward (``order="bottom"``) or from the last block down
     (``"top"``); every targeted matrix of a taken block is factorised at the thinnest rank
@@ -274,6 +280,25 @@ def plan_layerwise(
     """
     if order not in ("bottom", "top"):
         raise ValueError(f"order must be 'bottom' or 'top', got {order!r}")
+    if layer_fraction is not None:
+        if not 0.0 < layer_fraction < 1.0:
+            raise ValueError(f"layer_fraction must be in (0, 1), got {layer_fraction}")
+        try:
+            return plan_layerwise(
+                linears,
+                total_params=total_params,
+                target_params=target_params,
+                order=order,
+                min_rank=min_rank,
+                rank_multiple=rank_multiple,
+                tolerance=tolerance,
+                method=method,
+                layer_ranks=_floor_ranks(
+                    linears, layer_fraction, _min_rank(min_rank, rank_multiple), rank_multiple
+                ),
+            )
+        except UnreachableTargetError:
+            pass  # every block at the fraction is not enough: fall back to the thinnest rank
     if rank_multiple < 1 or min_rank < 1:
         raise ValueError("min_rank and rank_multiple must be at least 1")
     lo_count, hi_count = reachable_range(
@@ -293,10 +318,15 @@ def plan_layerwise(
     if not lo_count <= target_params <= hi_count or target_params <= 0:
         raise unreachable()
     r_min = _min_rank(min_rank, rank_multiple)
+
+    def taken_rank(s: LinearShape) -> int:
+        # Rank of a matrix in a fully taken block: the thinnest, or the caller's choice.
+        return r_min if layer_ranks is None else layer_ranks[s.name]
+
     by_block: dict[int, list[LinearShape]] = {}
     for s in linears:
         idx = block_index(s.name)
-        if idx is not None and _saving(s, r_min) > 0:
+        if idx is not None and _saving(s, taken_rank(s)) > 0:
             by_block.setdefault(idx, []).append(s)
     blocks = sorted(by_block, reverse=(order == "top"))
     ranks: dict[str, int] = {}
@@ -306,11 +336,11 @@ def plan_layerwise(
             ranks={}, params_before=total_params, params_after=count, target_params=target_params
         )
     for pos, idx in enumerate(blocks):
-        block_saving = sum(_saving(s, r_min) for s in by_block[idx])
+        block_saving = sum(_saving(s, taken_rank(s)) for s in by_block[idx])
         if count - block_saving > target_params:
-            # The whole block at the thinnest rank still leaves the count above the target.
+            # The whole block at the taken rank still leaves the count above the target.
             for s in by_block[idx]:
-                ranks[s.name] = r_min
+                ranks[s.name] = taken_rank(s)
             count -= block_saving
             continue
         # The boundary block: land on the target by raising its ranks (joined by earlier

@@ -141,3 +141,41 @@ def test_config_is_validated_and_torch_free() -> None:
         LillamaConfig.model_validate({"rank_strategy": "sensitivity"})
     with pytest.raises(ValueError):
         LillamaConfig.model_validate({"unknown": 1})
+
+
+@pytest.mark.parametrize("order", ["bottom", "top"])
+@pytest.mark.parametrize("ratio", [0.7, 0.8, 0.9])
+def test_layer_fraction_keeps_taken_blocks_at_half_their_breakeven(
+    order: str, ratio: float
+) -> None:
+    shapes = smol_shapes()
+    target = resolve_target(SMOL_TOTAL, ratio=ratio)
+    plan = plan_layerwise(
+        shapes, total_params=SMOL_TOTAL, target_params=target, order=order, layer_fraction=0.5
+    )
+    assert abs(plan.params_after - target) <= 0.01 * target
+    assert plan.params_after == independent_count(shapes, plan.ranks, SMOL_TOTAL)
+    touched = sorted({block_index(n) for n in plan.ranks})
+    k = len(touched)
+    assert touched == (list(range(k)) if order == "bottom" else list(range(30 - k, 30)))
+    boundary = touched[-1] if order == "bottom" else touched[0]
+    by_name = {s.name: s for s in shapes}
+    for name, r in plan.ranks.items():
+        if block_index(name) == boundary:
+            continue
+        s = by_name[name]
+        half = 0.5 * s.in_features * s.out_features / (s.in_features + s.out_features)
+        assert r == int(half // 8) * 8
+    # More layers are touched than at the thinnest rank.
+    thin = plan_layerwise(shapes, total_params=SMOL_TOTAL, target_params=target, order=order)
+    assert k > len({block_index(n) for n in thin.ranks})
+
+
+def test_layer_fraction_falls_back_to_the_thinnest_rank_for_deep_cuts() -> None:
+    shapes = smol_shapes()
+    lo, _ = reachable_range(shapes, total_params=SMOL_TOTAL, min_rank=8, rank_multiple=8)
+    plan = plan_layerwise(
+        shapes, total_params=SMOL_TOTAL, target_params=lo, order="bottom", layer_fraction=0.5
+    )
+    assert plan.params_after == lo and set(plan.ranks.values()) == {8}
+    assert LillamaConfig().layer_rank_fraction == 0.5
