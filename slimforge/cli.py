@@ -120,7 +120,13 @@ def _fetch_model(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from slimforge.demo import run_demo
 
-    return run_demo(ratio=args.ratio, port=args.port, calibration_tokens=args.tokens)
+    return run_demo(
+        ratio=args.ratio,
+        port=args.port,
+        calibration_tokens=args.tokens,
+        method=args.method,
+        seq_len=args.seq_len,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.8)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--tokens", type=int, default=16384, help="calibration tokens")
+    p.add_argument(
+        "--method",
+        choices=["svd", "lillama"],
+        default="svd",
+        help="svd: training-free, about 5 minutes on 2 cores; lillama: trained block by block, "
+        "about 12",
+    )
+    p.add_argument("--seq-len", type=int, default=512, help="calibration sequence length")
     p.set_defaults(func=_demo)
     return parser
 

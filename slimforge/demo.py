@@ -134,7 +134,10 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines)
 
 
-def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
+def run_demo(
+    *, ratio: float, port: int, calibration_tokens: int, method: str = "svd", seq_len: int = 512
+) -> int:
+    """Serve, submit ``method`` at ``ratio`` on SmolLM2 over HTTP, follow it, reload the result."""
     settings = Settings()
     print(f"slimforge demo: data folder {settings.home}")
     model_dir = fetch_smollm2(settings.home / "models")
@@ -159,10 +162,11 @@ def run_demo(*, ratio: float, port: int, calibration_tokens: int) -> int:
         body = {
             "model": {"path": str(model_dir), "gguf_file": GGUF},
             "target": {"ratio": ratio},
-            "method": {"name": "svd"},
+            "method": {"name": method},
             "calibration": {
                 "path": str(CORPUS / "calibration.txt"),
                 "max_tokens": calibration_tokens,
+                "seq_len": seq_len,
             },
             "evaluation": {"path": str(CORPUS / "evaluation.txt")},
             "metadata": {"source": "slimforge demo"},
