@@ -87,6 +87,11 @@ def main() -> None:
     parser.add_argument(
         "--svd", nargs="*", default=["plain", "whitened", "energy"], help="svd rows to run"
     )
+    parser.add_argument(
+        "--plain-init",
+        action="store_true",
+        help="add a lillama row (uniform ranks) initialised by plain weight SVD",
+    )
     parser.add_argument("--gguf", type=Path, default=GGUF)
     args = parser.parse_args()
 
@@ -127,6 +132,10 @@ def main() -> None:
             )
             label = f"lillama {strategy}" + (f", lr {lr:g}" if len(args.lr) > 1 else "")
             configs.append((label, cfg))
+
+    if args.plain_init:
+        plain = LillamaConfig(whitening=False, batch_size=args.batch_size, epochs=args.epochs)
+        configs.append(("lillama uniform, plain-SVD init", plain))
 
     rows = [("teacher (dense)", total, teacher_ppl, 1.0, 0.0, _rss_bytes(), 0, "")]
     for ratio in args.ratios:
