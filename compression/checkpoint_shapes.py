@@ -67,6 +67,10 @@ def _safetensors_shapes(folder: Path, targets: set[str]) -> CheckpointShapes | N
     if not files or not config_path.is_file():
         return None
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    if any(int(config.get(k) or 0) > 1 for k in ("num_local_experts", "num_experts")):
+        # Mixture-of-experts checkpoints store experts under names that differ from the modules
+        # the worker factorises (w1/w2/w3 per expert vs. fused gate_up_proj): let it check.
+        return None
     shapes: dict[str, list[int]] = {}
     for path in files:
         for name, entry in _safetensors_header(path).items():

@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from compression.lowrank import LowRankLinear
+from compression.moe import Expert, SplitExperts
 
 __all__ = [
     "ArtifactFile",
@@ -84,6 +85,7 @@ def lowrank_remote_code(model: nn.Module) -> dict[str, str]:
         "model_class": type(model).__name__,
         "lowrank_class": lowrank_class_name(model),
         "lowrank_source": inspect.getsource(LowRankLinear),
+        "experts_source": inspect.getsource(Expert) + "\n\n" + inspect.getsource(SplitExperts),
     }
     return {
         name: string.Template((_TEMPLATES / f"{name}.tmpl").read_text()).substitute(values)
@@ -104,6 +106,28 @@ def _check_ranks(model: nn.Module, ranks: dict[str, int]) -> None:
         )
 
 
+def _check_saved_keys(root: Path, model: nn.Module) -> None:
+    """Every parameter and buffer the reloaded model needs must be in the files by its name."""
+    from safetensors import safe_open
+
+    saved: set[str] = set()
+    for path in root.glob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            saved.update(f.keys())
+    # Tied parameters are saved once; the reloaded model ties them again.
+    ids: dict[int, str] = {}
+    missing = []
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        first = ids.setdefault(id(tensor), name)
+        if name not in saved and first not in saved and name.endswith("weight"):
+            missing.append(name)
+    if missing:
+        raise RuntimeError(
+            f"the saved weights lack {len(missing)} tensors of the model (e.g. {missing[:3]}): "
+            "the artifact would reload with random weights"
+        )
+
+
 def _write_lowrank_config(root: Path, model: nn.Module, ranks: dict[str, int]) -> None:
     path = root / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
@@ -116,6 +140,9 @@ def _write_lowrank_config(root: Path, model: nn.Module, ranks: dict[str, int]) -
         "AutoModelForCausalLM": f"{MODELING_FILE[:-3]}.{class_name}",
     }
     config["lowrank_ranks"] = {n: int(r) for n, r in ranks.items()}
+    split = [n for n, m in model.named_modules() if isinstance(m, SplitExperts)]
+    if split:  # fused MoE experts were split into Linears: the loader must split them too
+        config["slimforge_split_experts"] = split
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for name, source in lowrank_remote_code(model).items():
         (root / name).write_text(source, encoding="utf-8")
@@ -150,9 +177,14 @@ def export_artifact(
             delattr(config, "quantization_config")
         if lowrank_ranks:
             _check_ranks(model, lowrank_ranks)
-        model.save_pretrained(tmp)  # type: ignore[operator]
+        # A low-rank model is reloaded under its own model type, to which no checkpoint
+        # conversion applies: save the weights under their module names. (The default
+        # "original format" renames Mixtral's mlp.* to block_sparse_moe.*, and the reload
+        # would then start from random weights.)
+        model.save_pretrained(tmp, save_original_format=not lowrank_ranks)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
         if lowrank_ranks:
+            _check_saved_keys(tmp, model)
             _write_lowrank_config(tmp, model, lowrank_ranks)
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
         files = [

@@ -53,6 +53,7 @@ from compression.methods.svd import (
     cholesky_whitener,
     singular_values,
 )
+from compression.moe import split_fused_experts
 from compression.planning import LinearShape, RankPlan, block_index
 from compression.progress import NullReporter, Reporter
 
@@ -73,6 +74,7 @@ class LillamaMethod:
     def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
         """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
         config = _as_config(config)
+        split_fused_experts(model)  # fused MoE experts become Linears (same outputs)
         shapes = linear_shapes(model, config.target_modules)
         if not shapes:
             raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
@@ -280,7 +282,11 @@ class LillamaMethod:
                         y.append(propagate(layer, [xb], [ctx])[0])
                         recorder.end_batch()
                 by_local = recorder.result(local)
-                grams = {n: by_local[short] for n, short in zip(members, local, strict=True)}
+                grams = {
+                    n: by_local[short]
+                    for n, short in zip(members, local, strict=True)
+                    if short in by_local
+                }
             elif i < last:
                 y = propagate(layer, x, contexts, pool)
             else:  # nothing above needs this layer's output
@@ -359,6 +365,7 @@ class LillamaMethod:
             return y, x_s, info
 
         local = [n.removeprefix(block + ".") for n in members]
+        grams: dict[str, torch.Tensor] = {}
         if config.whitening:
             with recording_input_grams(layer, local) as recorder:
                 y = pool.new()
@@ -373,8 +380,8 @@ class LillamaMethod:
         for name, short in zip(members, local, strict=True):
             module, rank = layer.get_submodule(short), plan.ranks[name]
             weight = dense_weight(module).detach()
-            if config.whitening:
-                gram = grams[short]
+            gram = grams.get(short) if config.whitening else None
+            if gram is not None:  # None: plain init, or an expert no token was routed to
                 s = whiteners.get(id(gram))
                 if s is None:
                     s = whiteners[id(gram)] = cholesky_whitener(gram, config.damping)

@@ -24,6 +24,7 @@ from compression.lowrank import (
     set_module,
 )
 from compression.methods.base import MethodResult, register
+from compression.moe import split_fused_experts
 from compression.planning import RankPlan
 from compression.progress import NullReporter, Reporter
 
@@ -105,8 +106,8 @@ def singular_values(
     out: dict[str, list[float]] = {}
     for name, weight in weights.items():
         m = weight.detach().to(torch.float64)
-        if grams is not None:
-            gram = grams[name]
+        gram = None if grams is None else grams.get(name)  # None: an expert with no token
+        if gram is not None:
             s = whiteners.get(id(gram))
             if s is None:
                 s = whiteners[id(gram)] = cholesky_whitener(gram, damping)
@@ -138,6 +139,7 @@ class SvdMethod:
     def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
         """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
         config = _as_config(config)
+        split_fused_experts(model)  # fused MoE experts become Linears (same outputs)
         shapes = linear_shapes(model, config.target_modules)
         if not shapes:
             raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
@@ -206,8 +208,8 @@ class SvdMethod:
             for name in members:
                 module, rank = modules[name], plan.ranks[name]
                 weight = dense_weight(module).detach()  # [out, in]
-                if config.whitening:
-                    gram = grams.pop(name)
+                gram = grams.pop(name, None)  # None: an expert no token was routed to
+                if config.whitening and gram is not None:
                     s = whiteners.get(id(gram))
                     if s is None:
                         s = whiteners[id(gram)] = cholesky_whitener(gram, config.damping)

@@ -20,6 +20,8 @@ from transformers import (
     MambaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    MixtralConfig,
+    MixtralForCausalLM,
     PhiConfig,
     PhiForCausalLM,
     PreTrainedTokenizerFast,
@@ -116,6 +118,25 @@ def tiny_mamba(seed: int = 0) -> MambaForCausalLM:
         pad_token_id=2,
     )
     return MambaForCausalLM(cfg).eval()
+
+
+def tiny_mixtral(seed: int = 0) -> MixtralForCausalLM:
+    """2-layer Mixtral: 4 experts, top-2 routing; transformers 5 fuses the experts' weights."""
+    torch.manual_seed(seed)
+    cfg = MixtralConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=VOCAB,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    return MixtralForCausalLM(cfg).eval()
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:

@@ -53,3 +53,13 @@ def test_gguf_shapes_match_the_dequantised_smollm2() -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     assert shapes.total_params == count_parameters(model)
     assert _by_name(shapes.linears) == _by_name(linear_shapes(model, DEFAULT_TARGET_MODULES))
+
+
+def test_mixture_of_experts_checkpoints_are_left_to_the_worker(tmp_path: Path) -> None:
+    from tests.compression.helpers import tiny_mixtral
+
+    tiny_mixtral().save_pretrained(tmp_path)
+    assert (
+        read_checkpoint_shapes(tmp_path, gguf_file=None, target_modules=DEFAULT_TARGET_MODULES)
+        is None
+    )
