@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from compression.planning import (
     LinearShape,
     RankPlan,
-    plan_by_energy,
     plan_layerwise,
     plan_uniform,
 )
+from compression.planning_energy import plan_by_energy
 
 __all__ = [
     "METHOD_CONFIGS",

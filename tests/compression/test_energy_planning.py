@@ -11,10 +11,10 @@ from compression.planning import (
     LinearShape,
     UnreachableTargetError,
     block_index,
-    plan_by_energy,
     plan_uniform,
     resolve_target,
 )
+from compression.planning_energy import plan_by_energy
 from tests.compression.test_planning import SMOL_TOTAL, independent_count, smol_shapes
 
 
