@@ -8,7 +8,7 @@ worth factorising while r·(in + out) < in·out, i.e. below its break-even rank 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -125,6 +125,39 @@ def reachable_range(
     """(fewest, most) parameters any plan can give: every candidate at the minimum rank, or none."""
     r_min = _min_rank(min_rank, rank_multiple)
     return total_params - sum(_saving(s, r_min) for s in linears), total_params
+
+
+def checked_target(
+    linears: Sequence[LinearShape],
+    *,
+    total_params: int,
+    target_params: int,
+    min_rank: int,
+    rank_multiple: int,
+    method: str,
+) -> Callable[[int | None], UnreachableTargetError]:
+    """Check the rank settings, and the target against the reachable range (raising
+    :class:`UnreachableTargetError`); returns a factory of that error, with the closest
+    achievable count, for a planner that fails to land later."""
+    if rank_multiple < 1 or min_rank < 1:
+        raise ValueError("min_rank and rank_multiple must be at least 1")
+    lo_count, hi_count = reachable_range(
+        linears, total_params=total_params, min_rank=min_rank, rank_multiple=rank_multiple
+    )
+
+    def unreachable(closest: int | None = None) -> UnreachableTargetError:
+        return UnreachableTargetError(
+            target_params=target_params,
+            min_params=lo_count,
+            max_params=hi_count,
+            total_params=total_params,
+            method=method,
+            closest_params=closest,
+        )
+
+    if not lo_count <= target_params <= hi_count or target_params <= 0:
+        raise unreachable()
+    return unreachable
 
 
 def _floor_ranks(
@@ -297,24 +330,14 @@ def plan_layerwise(
             )
         except UnreachableTargetError:
             pass  # every block at the fraction is not enough: fall back to the thinnest rank
-    if rank_multiple < 1 or min_rank < 1:
-        raise ValueError("min_rank and rank_multiple must be at least 1")
-    lo_count, hi_count = reachable_range(
-        linears, total_params=total_params, min_rank=min_rank, rank_multiple=rank_multiple
+    unreachable = checked_target(
+        linears,
+        total_params=total_params,
+        target_params=target_params,
+        min_rank=min_rank,
+        rank_multiple=rank_multiple,
+        method=method,
     )
-
-    def unreachable(closest: int | None = None) -> UnreachableTargetError:
-        return UnreachableTargetError(
-            target_params=target_params,
-            min_params=lo_count,
-            max_params=hi_count,
-            total_params=total_params,
-            method=method,
-            closest_params=closest,
-        )
-
-    if not lo_count <= target_params <= hi_count or target_params <= 0:
-        raise unreachable()
     r_min = _min_rank(min_rank, rank_multiple)
 
     def taken_rank(s: LinearShape) -> int:

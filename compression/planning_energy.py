@@ -11,11 +11,10 @@ from collections.abc import Mapping, Sequence
 from compression.planning import (
     LinearShape,
     RankPlan,
-    UnreachableTargetError,
     _dense_weight,
     _min_rank,
     _saving,
-    reachable_range,
+    checked_target,
 )
 
 __all__ = ["plan_by_energy"]
@@ -46,24 +45,14 @@ def plan_by_energy(
     one step: matrices whose spectrum decays fast get thin, flat ones stay wide.
     Raises :class:`UnreachableTargetError` like :func:`plan_uniform`.
     """
-    if rank_multiple < 1 or min_rank < 1:
-        raise ValueError("min_rank and rank_multiple must be at least 1")
-    lo_count, hi_count = reachable_range(
-        linears, total_params=total_params, min_rank=min_rank, rank_multiple=rank_multiple
+    unreachable = checked_target(
+        linears,
+        total_params=total_params,
+        target_params=target_params,
+        min_rank=min_rank,
+        rank_multiple=rank_multiple,
+        method=method,
     )
-
-    def unreachable(closest: int | None = None) -> UnreachableTargetError:
-        return UnreachableTargetError(
-            target_params=target_params,
-            min_params=lo_count,
-            max_params=hi_count,
-            total_params=total_params,
-            method=method,
-            closest_params=closest,
-        )
-
-    if not lo_count <= target_params <= hi_count or target_params <= 0:
-        raise unreachable()
     r_min = _min_rank(min_rank, rank_multiple)
     cands = [s for s in linears if _saving(s, r_min) > 0]
     missing = [s.name for s in cands if s.name not in spectra]
@@ -96,7 +85,7 @@ def plan_by_energy(
         return up if _saving(s, up) > 0 else None
 
     ranks: dict[str, int | None] = {s.name: r_min for s in cands}
-    count = lo_count
+    count = total_params - sum(_saving(s, r_min) for s in cands)  # every candidate at r_min
     heap: list[tuple[float, int, str]] = []  # (-gain per parameter, order, name)
     by_name = {s.name: s for s in cands}
 

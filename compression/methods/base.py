@@ -10,10 +10,20 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
+from compression.configs import LillamaConfig, SvdConfig
+from compression.lowrank import count_parameters, linear_shapes
+from compression.moe import split_fused_experts
 from compression.planning import RankPlan
 from compression.progress import Reporter
 
-__all__ = ["Method", "MethodResult", "available_methods", "get_method", "register"]
+__all__ = [
+    "Method",
+    "MethodResult",
+    "available_methods",
+    "get_method",
+    "plan_lowrank",
+    "register",
+]
 
 
 @dataclass
@@ -54,6 +64,18 @@ class Method(Protocol):
         """Compress ``model`` in place and describe the result. ``workdir`` (optional) is a
         scratch folder that survives a crashed attempt of the same job, for checkpoints."""
         ...
+
+
+def plan_lowrank(
+    model: nn.Module, config: SvdConfig | LillamaConfig, *, target_params: int
+) -> RankPlan:
+    """The shape-only rank plan of a low-rank method for ``model``; raises
+    UnreachableTargetError. Fused MoE experts are split into Linears first (same outputs)."""
+    split_fused_experts(model)
+    shapes = linear_shapes(model, config.target_modules)
+    if not shapes:
+        raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
+    return config.plan(shapes, total_params=count_parameters(model), target_params=target_params)
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -23,8 +23,7 @@ from compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from compression.methods.base import MethodResult, register
-from compression.moe import split_fused_experts
+from compression.methods.base import MethodResult, plan_lowrank, register
 from compression.planning import RankPlan
 from compression.progress import NullReporter, Reporter
 
@@ -138,14 +137,7 @@ class SvdMethod:
 
     def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
         """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
-        config = _as_config(config)
-        split_fused_experts(model)  # fused MoE experts become Linears (same outputs)
-        shapes = linear_shapes(model, config.target_modules)
-        if not shapes:
-            raise ValueError(f"no Linear layers named {config.target_modules} in decoder blocks")
-        return config.plan(
-            shapes, total_params=count_parameters(model), target_params=target_params
-        )
+        return plan_lowrank(model, _as_config(config), target_params=target_params)
 
     def run(
         self,
