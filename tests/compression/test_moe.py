@@ -18,7 +18,7 @@ from tests.compression.helpers import correlated_blocks, run_isolated, tiny_mixt
 from tests.compression.test_export import RELOAD_SCRIPT
 
 
-def test_split_experts_compute_exactly_what_the_fused_module_does() -> None:
+def test_split_experts_compute_what_the_fused_module_does() -> None:
     model = tiny_mixtral()
     ids = correlated_blocks(2, 12)
     with torch.no_grad():
@@ -31,7 +31,8 @@ def test_split_experts_compute_exactly_what_the_fused_module_does() -> None:
     assert count_parameters(model) == params
     with torch.no_grad():
         after = model(input_ids=ids).logits
-    assert torch.equal(before, after)
+    # The fused module may run a grouped-matmul kernel: equal up to float32 rounding.
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-6)
     names = find_linears(model, LillamaConfig().target_modules)
     assert "model.layers.1.mlp.experts.experts.3.down_proj" in names
     assert "model.layers.0.mlp.experts.experts.0.gate_up_proj" in names
