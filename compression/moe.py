@@ -4,8 +4,9 @@ transformers 5 stores Mixtral's experts fused: ``gate_up_proj`` [E, 2I, H] and `
 [E, H, I] parameters inside one ``MixtralExperts`` module, not as Linear layers. Before planning,
 :func:`split_fused_experts` swaps each such module for :class:`SplitExperts`, which holds the
 same weights as ``experts.<e>.gate_up_proj`` / ``experts.<e>.down_proj`` Linears and computes
-the same thing (up to float rounding: the fused module may use a grouped-matmul kernel). Every expert matrix then is an ordinary Linear to the planner, the
-Gram hooks (which see only the tokens routed to that expert) and the exporter.
+the same thing (up to float rounding: the fused module may use a grouped-matmul kernel).
+Every expert matrix then is an ordinary Linear to the planner, the Gram hooks (which see only
+the tokens routed to that expert) and the exporter.
 
 ``SplitExperts`` is also shipped, by source, inside exported artifacts (see ``export.py``), so
 its class body must only use ``torch``/``nn``/``F``.
