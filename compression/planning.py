@@ -56,6 +56,7 @@ class UnreachableTargetError(ValueError):
         total_params: int,
         method: str = "svd",
         closest_params: int | None = None,
+        hint: str = "use a smaller rank_multiple for finer steps",
     ) -> None:
         self.target_params = target_params
         self.min_params = min_params
@@ -72,10 +73,7 @@ class UnreachableTargetError(ValueError):
         )
         if closest_params is not None:
             # Inside the range but between two achievable counts (coarse rank steps).
-            message += (
-                f"; the closest achievable count is {closest_params:,} "
-                "(use a smaller rank_multiple for finer steps)"
-            )
+            message += f"; the closest achievable count is {closest_params:,} ({hint})"
         super().__init__(message)
 
 

@@ -15,7 +15,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,8 +28,6 @@ from app.jobs.service import add_event
 from app.settings import Settings
 from compression import (
     Cancelled,
-    ModelSource,
-    TextSource,
     UnreachableTargetError,
     count_parameters,
     export_artifact,
@@ -42,7 +39,9 @@ from compression import (
     resolve_target,
     token_blocks,
 )
-from compression.configs import METHOD_CONFIGS
+from compression.configs import METHOD_CONFIGS, KdConfig
+from worker.distill_stage import prepare_distillation, run_distillation
+from worker.job_spec import describe_base, job_device, model_source, target_text, text_source
 from worker.memory import PeakMemory
 
 __all__ = ["JobReporter", "LeaseLost", "default_owner", "run_job"]
@@ -142,47 +141,13 @@ class JobReporter:
             raise LeaseLost(self.job_id)
 
 
-def _device(settings: Settings) -> str:
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return settings.device
-
-
-def _text_source(data: dict[str, Any]) -> TextSource:
-    return TextSource(
-        path=data.get("path"),
-        dataset=data.get("dataset"),
-        split=data.get("split", "train"),
-        config_name=data.get("config_name"),
-        field=data.get("field", "text"),
-        revision=data.get("revision"),
-    )
-
-
-def _model_source(spec: dict[str, Any]) -> ModelSource:
-    m = spec["model"]
-    return ModelSource(
-        hub_id=m.get("id"),
-        revision=m.get("revision") or "main",
-        path=m.get("path"),
-        gguf_file=m.get("gguf_file"),
-    )
-
-
-def _describe_base(spec: dict[str, Any]) -> str:
-    m = spec["model"]
-    if m.get("id"):
-        return str(m["id"])
-    return str(m.get("gguf_file") or Path(m["path"]).name)
-
-
 def _execute(
     *, settings: Settings, job_id: str, spec: dict[str, Any], reporter: JobReporter
 ) -> dict[str, Any]:
     """Run every stage; returns the job's metrics. Raises Cancelled / errors to the caller."""
     metrics: dict[str, Any] = {"stage_seconds": {}}
     timings: dict[str, float] = metrics["stage_seconds"]
-    device = _device(settings)
+    device = job_device(settings)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     method_name = spec["method"]["name"]
     config = METHOD_CONFIGS[method_name].model_validate(spec["method"])
@@ -193,7 +158,7 @@ def _execute(
         # --- loading: the model, its size, and whether the target is reachable at all.
         t0 = time.monotonic()
         reporter.enter("loading")
-        model, tokenizer = load_model(_model_source(spec), dtype=dtype, device=device)
+        model, tokenizer = load_model(model_source(spec), dtype=dtype, device=device)
         params_before = count_parameters(model)
         target = spec["target"]
         target_params = resolve_target(
@@ -216,7 +181,7 @@ def _execute(
         reporter.enter("calibrating")
         calib = spec["calibration"]
         blocks = token_blocks(
-            load_texts(_text_source(calib)),
+            load_texts(text_source(calib)),
             tokenizer,
             seq_len=calib["seq_len"],
             max_tokens=calib["max_tokens"],
@@ -225,7 +190,7 @@ def _execute(
         if spec.get("evaluation"):
             ev = spec["evaluation"]
             eval_blocks = token_blocks(
-                load_texts(_text_source(ev)),
+                load_texts(text_source(ev)),
                 tokenizer,
                 seq_len=ev["seq_len"],
                 max_tokens=ev["max_tokens"],
@@ -234,6 +199,15 @@ def _execute(
             metrics["evaluation_tokens"] = int(eval_blocks.numel())
             reporter.event("teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]})
         reporter.event("calibration data ready", data={"tokens": int(blocks.numel())})
+        kd_plan = None
+        if spec.get("distill"):  # capture the teacher now, before the method changes the model
+            kd_plan = prepare_distillation(
+                model,
+                tokenizer,
+                config=KdConfig.model_validate(spec["distill"]),
+                text=text_source(calib),
+                seq_len=calib["seq_len"],
+            )
         timings["calibrating"] = round(time.monotonic() - t0, 3)
 
         # --- compressing
@@ -256,8 +230,18 @@ def _execute(
             target_error=round(params_after / target_params - 1.0, 6),
             tokens_used=result.tokens_used,
             ranks=result.ranks,
+            method_details=result.details,
         )
         timings["compressing"] = round(time.monotonic() - t0, 3)
+
+        # --- distilling (optional): logit KD from the original model into the student.
+        if kd_plan is not None:
+            t0 = time.monotonic()
+            reporter.enter("distilling")
+            metrics.update(
+                run_distillation(model, kd_plan, reporter=reporter, eval_blocks=eval_blocks)
+            )
+            timings["distilling"] = round(time.monotonic() - t0, 3)
 
         # --- evaluating
         t0 = time.monotonic()
@@ -287,9 +271,9 @@ def _execute(
         if dest.exists():  # a previous attempt died after exporting: start clean
             shutil.rmtree(dest)
         card = render_model_card(
-            base_model=_describe_base(spec),
-            method=method_name,
-            target=_target_text(target),
+            base_model=describe_base(spec),
+            method=method_name + (" + kd" if kd_plan is not None else ""),
+            target=target_text(target),
             params_before=params_before,
             params_after=params_after,
             metrics=metrics,
@@ -322,12 +306,6 @@ def _execute(
         return metrics
     finally:
         memory.stop()
-
-
-def _target_text(target: dict[str, Any]) -> str:
-    if target.get("params") is not None:
-        return f"{target['params']:,} parameters"
-    return f"{target['ratio']:.0%} of the parameters"
 
 
 def run_job(

@@ -8,11 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from compression.configs import METHOD_CONFIGS, MethodConfig
+from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-Stage = Literal["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
+Stage = Literal[
+    "loading", "calibrating", "compressing", "distilling", "evaluating", "exporting", "storing"
+]
 
 # org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
@@ -104,6 +106,11 @@ class JobCreate(_Input):
     model: ModelSpec
     target: Target
     method: MethodConfig
+    distill: KdConfig | None = Field(
+        default=None,
+        description="Optional logit distillation from the original model after the method "
+        '(the `kd` stage), on the calibration text: e.g. {"name": "kd", "tokens": 65536}.',
+    )
     calibration: TextData
     evaluation: EvaluationData | None = Field(
         default=None, description="Held-out text for perplexity; omit to skip evaluation."

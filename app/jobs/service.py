@@ -25,6 +25,7 @@ from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.paths import resolve_local_path
 from app.settings import Settings
 from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
+from compression.configs import LillamaConfig, SvdConfig
 from compression.planning import UnreachableTargetError, resolve_target
 
 log = logging.getLogger("slimforge.api")
@@ -84,13 +85,16 @@ def _check_target(body: JobCreate, folder: Path) -> None:
     Models the reader does not understand (and Hub models) are checked by the worker when it
     loads them, before any calibration.
     """
+    if not isinstance(body.method, SvdConfig | LillamaConfig):
+        return  # minitron: its shape search runs on the worker, right after loading
+    target_modules = body.method.target_modules
     weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
     stat = weights.stat()
     try:
         shapes = _cached_shapes(
             str(folder),
             body.model.gguf_file,
-            tuple(body.method.target_modules),
+            tuple(target_modules),
             (stat.st_size, stat.st_mtime_ns),
         )
     except Exception as exc:  # unreadable here: leave the verdict to the worker

@@ -1,6 +1,7 @@
 """Compression methods, registered by name (the same names as ``compression.configs``)."""
 
 from compression.methods import lillama as lillama  # registers "lillama"
+from compression.methods import minitron as minitron  # registers "minitron"
 from compression.methods import svd as svd  # registers "svd"
 from compression.methods.base import (
     Method,

@@ -167,3 +167,71 @@ def test_lillama_job_runs_through_the_service_with_per_block_losses(
     ]
     assert len(blocks) == 2  # one event per decoder layer, with its losses
     assert all(b["steps"] == 3 and b["loss_before"] > 0 for b in blocks)
+
+
+@pytest.mark.parametrize("top_k", [None, 16])
+def test_a_job_with_a_distillation_stage_records_its_curve(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files, top_k: int | None
+) -> None:
+    h = auth()
+    distill: dict[str, Any] = {"tokens": 1024, "batch_size": 2, "learning_rate": 1e-3}
+    if top_k is not None:
+        distill["top_k"] = top_k
+    job_id = submit(api, h, tiny_model, text_files, distill=distill)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    m = job["metrics"]
+    assert "distilling" in m["stage_seconds"]
+    d = m["distill"]
+    assert d["steps"] == 4 and d["tokens"] == 1024 and d["curve"][-1]["step"] == 4
+    # The student was evaluated before and after the stage; the count did not change.
+    assert m["perplexity_before_distill"] > 1 and m["student_perplexity"] > 1
+    assert m["student_perplexity"] != m["perplexity_before_distill"]
+    assert abs(m["params_after"] / m["target_params"] - 1) <= 0.01
+    events = api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
+    steps = [e for e in events if e["message"] == "distillation step"]
+    assert steps and all(e["stage"] == "distilling" for e in steps)
+    assert "svd + kd" in api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text
+
+
+def test_distillation_parameters_are_validated_at_submit(
+    api: TestClient, auth, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    body: dict[str, Any] = {
+        "model": {"path": str(tiny_model)},
+        "target": {"ratio": 0.8},
+        "method": {"name": "svd"},
+        "calibration": {"path": str(text_files["calibration"])},
+        "distill": {"top_k": 8, "hidden_weight": 1.0},
+    }
+    r = api.post("/v1/jobs", json=body, headers=h)
+    assert r.status_code == 422 and "hidden_weight" in r.text
+    body["distill"] = {"tokens": 100, "temprature": 2}
+    r = api.post("/v1/jobs", json=body, headers=h)
+    assert r.status_code == 422 and "temprature" in r.text
+
+
+def test_a_minitron_job_exports_a_standard_architecture(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    method = {"name": "minitron", "hidden_multiple": 16, "mlp_multiple": 1, "search_tokens": 128}
+    job_id = submit(api, h, tiny_model, text_files, method=method)
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    m = job["metrics"]
+    assert abs(m["params_after"] / m["target_params"] - 1) <= 0.01 and m["ranks"] == {}
+    details = m["method_details"]
+    assert details["candidates"] and details["shape"]["params"] == m["params_after"]
+    events = api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
+    assert any(e["message"] == "candidate scored" for e in events)
+    files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()["files"]}
+    assert not any(f.endswith(".py") for f in files)  # no custom code to trust
+    config = api.get(f"/v1/jobs/{job_id}/artifacts/config.json", headers=h).json()
+    assert (
+        "auto_map" not in config
+        and config["num_hidden_layers"] == details["shape"]["num_hidden_layers"]
+    )

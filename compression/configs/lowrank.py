@@ -1,17 +1,13 @@
-"""Method parameters as pydantic models, one per method, discriminated by ``name``.
-
-This module imports no torch: the API validates job bodies and documents each method's JSON
-schema from these classes without loading any ML code. The implementations live in
-``compression/methods/<name>.py`` and are registered under the same names.
-"""
+"""Parameters of the low-rank methods: ``svd`` (training-free) and ``lillama`` (distilled)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal, Union
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from compression.configs.base import _MethodBase
 from compression.planning import (
     LinearShape,
     RankPlan,
@@ -20,13 +16,7 @@ from compression.planning import (
 )
 from compression.planning_energy import plan_by_energy
 
-__all__ = [
-    "METHOD_CONFIGS",
-    "LillamaConfig",
-    "MethodConfig",
-    "SvdConfig",
-    "method_descriptions",
-]
+__all__ = ["DEFAULT_TARGET_MODULES", "LILLAMA_DEFAULT_LR", "LillamaConfig", "SvdConfig"]
 
 # Decoder-block Linear layers of the common architectures (Llama, Mistral, Qwen2, Phi, GPT-2 …)
 # and of Mamba's mixer (in_proj, x_proj, out_proj; dt_proj is too thin to gain from a factor).
@@ -57,10 +47,6 @@ DEFAULT_TARGET_MODULES = [
 # but the mean block loss rises), 1e-3 diverges (ppl 753 with 4k tokens); the tiny test models
 # are unstable above ~1e-4 too. A higher default is not clearly better, so the paper's stays.
 LILLAMA_DEFAULT_LR = 8.6e-5
-
-
-class _MethodBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SvdConfig(_MethodBase):
@@ -256,26 +242,3 @@ class LillamaConfig(_MethodBase):
             method="lillama",
             layer_fraction=self.layer_rank_fraction,
         )
-
-
-# Registry of parameter schemas by method name. A new method adds its class here and to the
-# union below; ``compression.methods`` registers the implementation under the same name.
-METHOD_CONFIGS: dict[str, type[_MethodBase]] = {"svd": SvdConfig, "lillama": LillamaConfig}
-
-MethodConfig = Annotated[Union[SvdConfig, LillamaConfig], Field(discriminator="name")]  # noqa: UP007
-
-
-def method_descriptions() -> list[dict[str, object]]:
-    """Name, one-line description, full description and JSON schema of every method."""
-    out: list[dict[str, object]] = []
-    for name, cls in METHOD_CONFIGS.items():
-        doc = (cls.__doc__ or "").strip()
-        out.append(
-            {
-                "name": name,
-                "summary": doc.splitlines()[0] if doc else name,
-                "description": doc,
-                "parameters_schema": cls.model_json_schema(),
-            }
-        )
-    return out

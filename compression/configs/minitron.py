@@ -1,0 +1,90 @@
+"""Parameters of ``minitron`` (structured width/depth pruning to a standard architecture)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from compression.configs.base import _MethodBase
+
+__all__ = ["MinitronConfig", "PinnedShape", "PruningAxis"]
+
+PruningAxis = Literal["depth", "heads", "mlp", "hidden"]
+
+
+def _all_axes() -> list[PruningAxis]:
+    return ["depth", "heads", "mlp", "hidden"]
+
+
+class PinnedShape(_MethodBase):
+    """Fix some (or all) of the pruned shape's sizes; the search fills in the rest."""
+
+    hidden_size: int | None = Field(default=None, ge=1)
+    intermediate_size: int | None = Field(default=None, ge=1)
+    num_attention_heads: int | None = Field(default=None, ge=1)
+    num_hidden_layers: int | None = Field(default=None, ge=1)
+
+
+class MinitronConfig(_MethodBase):
+    """Structured pruning (Minitron): remove heads, MLP neurons, hidden channels and layers.
+
+    Importance comes from forward passes on the calibration text (head output norms, MLP
+    activations, norm-layer outputs; layers by Block Importance 1 - cos(in, out) or by the
+    perplexity rise when removed). Every block is cut to the same widths, so the result is a
+    standard architecture that stock transformers and vLLM load without custom code. Candidate
+    shapes within 1 % of the target are ranked by perplexity on held-out calibration text and
+    the best is kept; add a ``distill`` stage (kd) to recover quality.
+    """
+
+    name: Literal["minitron"] = "minitron"
+    axes: list[PruningAxis] = Field(
+        default_factory=_all_axes,
+        min_length=1,
+        description="What may shrink: 'depth' (layers), 'heads' (query heads, the same number "
+        "per GQA group), 'mlp' (intermediate size), 'hidden' (hidden size). The MLP width is "
+        "solved to land on the target, so include 'mlp' unless the shape is pinned.",
+    )
+    hidden_multiple: int = Field(
+        default=64, ge=1, le=4096, description="Pruned hidden sizes are multiples of this."
+    )
+    mlp_multiple: int = Field(
+        default=32, ge=1, le=4096, description="Pruned MLP widths are multiples of this."
+    )
+    layer_metric: Literal["block_importance", "perplexity"] = Field(
+        default="block_importance",
+        description="How layers are ranked: 'block_importance' (1 - cos between a block's "
+        "input and output, one pass) or 'perplexity' (the rise when the block alone is "
+        "removed, one evaluation per block on the held-out text).",
+    )
+    contiguous_layers: bool = Field(
+        default=False,
+        description="Drop one contiguous run of blocks (never the first or last) instead of "
+        "the least important blocks wherever they are.",
+    )
+    shape: PinnedShape | None = Field(
+        default=None,
+        description='Pin sizes of the result (e.g. {"num_hidden_layers": 24}); only '
+        "candidates with these values are considered.",
+    )
+    max_candidates: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Candidate shapes evaluated (those removing the least importance first).",
+    )
+    search_tokens: int = Field(
+        default=4096,
+        ge=16,
+        description="Calibration tokens held out (the last blocks) to score candidate shapes; "
+        "at most a quarter of the calibration blocks.",
+    )
+    batch_size: int = Field(
+        default=4, ge=1, le=1024, description="Sequences per forward pass when measuring."
+    )
+
+    @model_validator(mode="after")
+    def _axes_unique(self) -> MinitronConfig:
+        if len(set(self.axes)) != len(self.axes):
+            raise ValueError(f"'axes' lists a value twice: {self.axes}")
+        return self

@@ -1,0 +1,235 @@
+"""``minitron``: structured pruning to a standard, smaller architecture (arXiv 2407.14679).
+
+measure importance (one pass) → enumerate homogeneous shapes within 1 % of the target →
+evaluate the most promising few on held-out calibration text → prune the model to the best.
+The maths lives in ``compression/pruning/``; this module owns the search and the reporting.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression.configs import MinitronConfig
+from compression.evaluation import perplexity
+from compression.lowrank import count_parameters
+from compression.methods.base import MethodResult, register
+from compression.planning import RankPlan, UnreachableTargetError
+from compression.progress import NullReporter, Reporter
+from compression.pruning.arch import Arch, Candidate, candidate_shapes
+from compression.pruning.importance import Importance, layer_removal_scores, measure_importance
+from compression.pruning.layout import arch_of
+from compression.pruning.prune import choose_layers, prune_model, top_indices
+
+__all__ = ["MinitronMethod", "removed_importance", "search_space"]
+
+
+def search_space(arch: Arch, config: MinitronConfig, *, target_params: int) -> list[Candidate]:
+    """The candidate shapes for ``config`` (pinned sizes applied), nearest to the target first;
+    raises UnreachableTargetError when none lands within 1 %."""
+    found = candidate_shapes(
+        arch,
+        target_params,
+        axes=config.axes,
+        hidden_multiple=config.hidden_multiple,
+        mlp_multiple=config.mlp_multiple,
+    )
+    found = _pinned(found, config)
+    if not found:
+        total, smallest = arch.params(), _smallest(arch, config)
+        if smallest <= target_params <= total:
+            raise _no_shape(arch, config, target_params, total, smallest)
+        raise UnreachableTargetError(
+            target_params=target_params,
+            min_params=smallest,
+            max_params=total,
+            total_params=total,
+            method="minitron",
+        )
+    return found
+
+
+def _pinned(found: list[Candidate], config: MinitronConfig) -> list[Candidate]:
+    """The candidates that have every size the user pinned."""
+    pin = config.shape
+    if pin is None:
+        return found
+    wanted = {
+        "hidden": pin.hidden_size,
+        "intermediate": pin.intermediate_size,
+        "heads": pin.num_attention_heads,
+        "layers": pin.num_hidden_layers,
+    }
+    return [
+        c for c in found if all(v is None or getattr(c.arch, k) == v for k, v in wanted.items())
+    ]
+
+
+def _smallest(arch: Arch, config: MinitronConfig) -> int:
+    """The fewest parameters the axes allow (one layer, one head per group, thinnest widths)."""
+    axes = set(config.axes)
+    return replace(
+        arch,
+        layers=1 if "depth" in axes else arch.layers,
+        heads=arch.kv_heads if "heads" in axes else arch.heads,
+        intermediate=min(config.mlp_multiple, arch.intermediate)
+        if "mlp" in axes
+        else arch.intermediate,
+        hidden=min(config.hidden_multiple, arch.hidden) if "hidden" in axes else arch.hidden,
+    ).params()
+
+
+def _no_shape(
+    arch: Arch, config: MinitronConfig, target: int, total: int, smallest: int
+) -> UnreachableTargetError:
+    """Inside the range, but no grid shape (with the pinned sizes) lands within 1 %."""
+    near = candidate_shapes(
+        arch,
+        target,
+        axes=config.axes,
+        hidden_multiple=config.hidden_multiple,
+        mlp_multiple=config.mlp_multiple,
+        tolerance=0.25,
+    )
+    near = _pinned(near, config)
+    closest = near[0].params if near else None
+    return UnreachableTargetError(
+        target_params=target,
+        min_params=smallest,
+        max_params=total,
+        total_params=total,
+        method="minitron",
+        closest_params=closest,
+        hint="add the 'mlp' axis, use a smaller mlp_multiple, or pin fewer sizes",
+    )
+
+
+def removed_importance(arch: Arch, shape: Arch, importance: Importance) -> float:
+    """How much measured importance a shape throws away: the removed share of each axis's
+    total score (hidden channels; per-layer MLP neurons and heads, averaged; layers), summed.
+    A cheap proxy used to pick which candidates to evaluate."""
+
+    def share(scores: torch.Tensor, keep: int) -> float:
+        total = float(scores.sum())
+        return 0.0 if total <= 0 else 1.0 - float(scores[top_indices(scores, keep)].sum()) / total
+
+    hd = share(importance.hidden, shape.hidden)
+    mlp = sum(share(r, shape.intermediate) for r in importance.neurons) / arch.layers
+    g, k = arch.kv_heads, shape.heads // shape.kv_heads
+    heads = sum(share(grp, k) for row in importance.heads for grp in row.view(g, -1)) / (
+        arch.layers * g
+    )
+    depth = share(importance.layers.clamp_min(0), shape.layers)
+    return hd + mlp + heads + depth
+
+
+def _as_config(config: Any) -> MinitronConfig:
+    return config if isinstance(config, MinitronConfig) else MinitronConfig.model_validate(config)
+
+
+@register("minitron")
+class MinitronMethod:
+    """Width and depth pruning by activation importance, with a perplexity-ranked shape search."""
+
+    name = "minitron"
+    config_class = MinitronConfig
+
+    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+        """Check from shapes alone that some candidate lands on the target (no data needed)."""
+        arch = arch_of(model)
+        total = count_parameters(model)
+        if arch.params() != total:
+            raise ValueError(
+                f"minitron cannot account for all of {type(model).__name__}'s parameters "
+                f"({arch.params():,} modelled, {total:,} present)"
+            )
+        best = search_space(arch, _as_config(config), target_params=target_params)[0]
+        return RankPlan(
+            ranks={}, params_before=total, params_after=best.params, target_params=target_params
+        )
+
+    def run(
+        self,
+        model: nn.Module,
+        config: Any,
+        *,
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter | None = None,
+        workdir: Path | None = None,
+    ) -> MethodResult:
+        """Prune ``model`` in place to the best candidate shape near ``target_params``.
+
+        Needs memory for one pruned copy at a time while candidates are scored. Fast enough
+        (forward passes only) that it keeps no checkpoints (``workdir`` unused).
+        """
+        reporter = reporter or NullReporter()
+        config = _as_config(config)
+        self.plan(model, config, target_params=target_params)  # fail before any work
+        arch = arch_of(model)
+        total = count_parameters(model)
+        candidates = search_space(arch, config, target_params=target_params)
+        n = blocks.shape[0]
+        held = min(max(1, config.search_tokens // blocks.shape[1]), max(1, n // 4))
+        if n < 2:
+            raise ValueError("minitron needs at least 2 calibration blocks (measure + search)")
+        measure, search = blocks[: n - held], blocks[n - held :]
+        t0 = time.monotonic()
+        importance = measure_importance(
+            model, measure, batch_size=config.batch_size, reporter=reporter
+        )
+        if config.layer_metric == "perplexity" and "depth" in config.axes:
+            importance.layers = layer_removal_scores(model, search, reporter=reporter)
+        reporter.event(
+            "importance measured",
+            data={
+                "tokens": int(measure.numel()),
+                "seconds": round(time.monotonic() - t0, 2),
+                "layer_scores": [round(float(x), 6) for x in importance.layers],
+            },
+        )
+        ranked = sorted(candidates, key=lambda c: removed_importance(arch, c.arch, importance))
+        chosen = ranked[: config.max_candidates]
+        scored: list[dict[str, Any]] = []
+        best: tuple[float, Candidate, list[int]] | None = None
+        for i, cand in enumerate(chosen):
+            reporter.check_cancelled()
+            layers = choose_layers(
+                importance.layers, cand.arch.layers, contiguous=config.contiguous_layers
+            )
+            trial = copy.deepcopy(model)
+            prune_model(trial, cand.arch, importance, layers=layers)
+            ppl = perplexity(trial, search)
+            del trial
+            row = {
+                **cand.describe(),
+                "perplexity": ppl,
+                "removed_importance": round(removed_importance(arch, cand.arch, importance), 6),
+            }
+            scored.append(row)
+            reporter.event("candidate scored", data={"index": i + 1, "total": len(chosen), **row})
+            if best is None or ppl < best[0]:
+                best = (ppl, cand, layers)
+        assert best is not None
+        _, cand, layers = best
+        prune_model(model, cand.arch, importance, layers=layers)
+        after = count_parameters(model)
+        reporter.event("pruned", data={**cand.describe(), "kept_layers": layers})
+        return MethodResult(
+            ranks={},
+            params_before=total,
+            params_after=after,
+            tokens_used=int(blocks.numel()),
+            details={
+                "shape": cand.describe(),
+                "kept_layers": layers,
+                "candidates": scored,
+                "candidates_found": len(candidates),
+            },
+        )

@@ -1,0 +1,1 @@
+"""Structured pruning (Minitron): importance, shape search and homogeneous width/depth cuts."""

@@ -1,0 +1,142 @@
+"""Activation-based importance (Minitron), from forward passes only.
+
+Per calibration sequence, each quantity is averaged over the sequence (mean |·|), then the
+per-sequence values are combined by L2 over sequences, the "(L2, mean)" aggregation the paper
+found best:
+
+- attention heads: the norm of each head's output (the input of the output projection);
+- MLP neurons: the activation entering the down projection;
+- hidden channels: the outputs of every norm layer, summed over layers;
+- layers: Block Importance 1 - mean cos(input, output) of each block (ShortGPT), or the
+  perplexity increase when the block alone is removed (:func:`layer_removal_scores`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression.evaluation import perplexity
+from compression.progress import NullReporter, Reporter
+from compression.pruning.layout import arch_of, model_layout
+
+__all__ = ["Importance", "layer_removal_scores", "measure_importance"]
+
+
+@dataclass
+class Importance:
+    """Scores of every prunable unit of the original model (higher = keep)."""
+
+    heads: torch.Tensor  # [layers, heads]
+    neurons: torch.Tensor  # [layers, intermediate]
+    hidden: torch.Tensor  # [hidden]
+    layers: torch.Tensor  # [layers]
+
+
+def _output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+@torch.no_grad()
+def measure_importance(
+    model: nn.Module,
+    blocks: torch.Tensor,
+    *,
+    batch_size: int = 4,
+    reporter: Reporter | None = None,
+) -> Importance:
+    """Forward ``blocks`` [n, t] through ``model`` and score heads, neurons, channels, layers."""
+    reporter = reporter or NullReporter()
+    lay = model_layout(model)
+    n_layers = len(lay.blocks)
+    arch = arch_of(model)
+    head_dim, n_heads = arch.head_dim, arch.heads
+    heads = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    neurons = torch.zeros(n_layers, lay.blocks[0].up.out_features, dtype=torch.float64)
+    norm_modules = [nm for b in lay.blocks for nm in b.norms] + [lay.final_norm]
+    hidden_sq = torch.zeros(len(norm_modules), lay.embed.embedding_dim, dtype=torch.float64)
+    cos_sum = torch.zeros(n_layers, dtype=torch.float64)
+    tokens = 0
+    hooks = []
+
+    def on_o(i: int) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0].float()  # [b, t, heads * head_dim]
+            per_head = x.view(*x.shape[:-1], n_heads, head_dim).norm(dim=-1)  # [b, t, heads]
+            heads[i] += per_head.mean(dim=1).double().pow(2).sum(dim=0).cpu()
+
+        return hook
+
+    def on_down(i: int) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+            a = args[0].float().abs().mean(dim=1)  # [b, intermediate]
+            neurons[i] += a.double().pow(2).sum(dim=0).cpu()
+
+        return hook
+
+    def on_norm(j: int) -> Any:
+        def hook(_m: nn.Module, _args: Any, out: Any) -> None:
+            a = _output(out).float().abs().mean(dim=1)  # [b, hidden]
+            hidden_sq[j] += a.double().pow(2).sum(dim=0).cpu()
+
+        return hook
+
+    def on_block(i: int) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+            x = args[0] if args else kwargs["hidden_states"]
+            cos = F.cosine_similarity(x.float(), _output(out).float(), dim=-1)  # [b, t]
+            cos_sum[i] += cos.double().sum().cpu()
+
+        return hook
+
+    for i, b in enumerate(lay.blocks):
+        hooks.append(b.o.register_forward_pre_hook(on_o(i)))
+        hooks.append(b.down.register_forward_pre_hook(on_down(i)))
+        hooks.append(b.block.register_forward_hook(on_block(i), with_kwargs=True))
+    for j, nm in enumerate(norm_modules):
+        hooks.append(nm.register_forward_hook(on_norm(j)))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, blocks.shape[0], batch_size):
+            reporter.check_cancelled()
+            batch = blocks[start : start + batch_size].to(device)
+            model(input_ids=batch, use_cache=False)
+            tokens += batch.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return Importance(
+        heads=heads.sqrt().float(),
+        neurons=neurons.sqrt().float(),
+        hidden=hidden_sq.sqrt().sum(dim=0).float(),
+        layers=(1.0 - cos_sum / max(1, tokens)).float(),
+    )
+
+
+@torch.no_grad()
+def layer_removal_scores(
+    model: nn.Module, blocks: torch.Tensor, *, reporter: Reporter | None = None
+) -> torch.Tensor:
+    """Perplexity on ``blocks`` with each decoder block removed alone, minus the full model's
+    (higher = the block matters more). One evaluation per block: use a few thousand tokens."""
+    reporter = reporter or NullReporter()
+    lay = model_layout(model)
+    base = getattr(model, "model")  # noqa: B009 - model_layout checked it exists
+    full = list(lay.layers)
+    reference = perplexity(model, blocks)
+    scores = torch.zeros(len(full))
+    try:
+        for i in range(len(full)):
+            reporter.check_cancelled()
+            base.layers = nn.ModuleList(full[:i] + full[i + 1 :])
+            scores[i] = perplexity(model, blocks) - reference
+    finally:
+        base.layers = lay.layers
+    return scores

@@ -1,0 +1,146 @@
+"""The ``minitron`` method end to end: search, prune, export, reload with plain transformers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+from compression import compress
+from compression.configs import MinitronConfig
+from compression.export import export_artifact
+from compression.lowrank import count_parameters
+from compression.methods import available_methods, get_method
+from compression.planning import UnreachableTargetError, resolve_target
+from compression.progress import RecordingReporter
+from tests.compression.helpers import (
+    correlated_blocks,
+    run_isolated,
+    tiny_llama,
+    tiny_mistral,
+    tiny_phi,
+    tiny_qwen2,
+)
+
+# Fine grids: the tiny models are ~100k parameters, so 1 % is a few hundred.
+FINE = {"hidden_multiple": 16, "mlp_multiple": 1, "search_tokens": 64}
+
+PLAIN_RELOAD = """
+import json, torch
+from transformers import AutoModelForCausalLM
+model = AutoModelForCausalLM.from_pretrained({path!r}).eval()  # no trust_remote_code
+ids = torch.load({ids!r})
+ref = torch.load({ref!r})
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+gen = model.generate(ids[:1, :6], max_new_tokens=8, do_sample=False)
+cfg = json.load(open({path!r} + "/config.json"))
+print("RESULT:" + json.dumps({{
+    "class": type(model).__name__,
+    "max_diff": float((logits - ref).abs().max()),
+    "generated": gen.tolist(),
+    "params": sum(p.numel() for p in model.parameters()),
+    "auto_map": "auto_map" in cfg,
+    "shape": [cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"],
+              cfg["num_hidden_layers"], cfg.get("head_dim")],
+}}))
+"""
+
+
+def test_minitron_is_registered_and_documented() -> None:
+    assert "minitron" in available_methods()
+    schema = MinitronConfig.model_json_schema()
+    assert {"axes", "shape", "layer_metric", "max_candidates"} <= set(schema["properties"])
+    with pytest.raises(ValueError):
+        MinitronConfig(axes=["depth", "depth"])
+    with pytest.raises(ValueError):
+        MinitronConfig.model_validate({"axes": ["width"]})
+
+
+@pytest.mark.parametrize(
+    "factory", [lambda: tiny_llama(layers=4), tiny_qwen2, tiny_mistral, tiny_phi]
+)
+def test_prune_to_target_export_and_reload_without_custom_code(
+    factory: Callable[[], PreTrainedModel], tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    model = factory()
+    blocks = correlated_blocks(12, 16)
+    total = count_parameters(model)
+    target = resolve_target(total, ratio=0.8)
+    reporter = RecordingReporter()
+    result = compress(
+        model, MinitronConfig(**FINE), blocks=blocks, target_params=target, reporter=reporter
+    )
+    assert abs(result.params_after / target - 1) <= 0.01
+    assert result.params_after == count_parameters(model) and result.ranks == {}
+    scored = [d for _, msg, d in reporter.events if msg == "candidate scored"]
+    assert 1 <= len(scored) <= 8 and all(d["perplexity"] > 1 for d in scored)
+    best = min(scored, key=lambda d: d["perplexity"])
+    assert result.details["shape"]["params"] == best["params"]
+    ids = correlated_blocks(2, 16, seed=5)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    expected = model.generate(ids[:1, :6], max_new_tokens=8, do_sample=False)
+    dest = tmp_path / "pruned"
+    export_artifact(model, tokenizer, dest, model_card="# pruned\n")
+    torch.save(ids, tmp_path / "ids.pt")
+    torch.save(ref, tmp_path / "ref.pt")
+    out = run_isolated(
+        PLAIN_RELOAD.format(
+            path=str(dest), ids=str(tmp_path / "ids.pt"), ref=str(tmp_path / "ref.pt")
+        ),
+        tmp_path,
+    )
+    assert out["class"] == type(model).__name__ and not out["auto_map"]
+    assert out["max_diff"] <= 1e-5 and out["generated"] == expected.tolist()
+    assert out["params"] == result.params_after
+    assert out["shape"][:4] == [
+        model.config.hidden_size,
+        model.config.intermediate_size,
+        model.config.num_attention_heads,
+        model.config.num_hidden_layers,
+    ]
+
+
+def test_pinned_shape_and_depth_only() -> None:
+    model = tiny_llama(layers=4)
+    blocks = correlated_blocks(12, 16)
+    total = count_parameters(model)
+    config = MinitronConfig(**FINE, shape={"num_hidden_layers": 3})
+    result = compress(model, config, blocks=blocks, target_params=int(total * 0.7))
+    assert model.config.num_hidden_layers == 3 and len(result.details["kept_layers"]) == 3
+    # Depth alone cannot land on -20 % of a 4-layer model: refused up front with the range.
+    depth_only = MinitronConfig(**FINE, axes=["depth"])
+    with pytest.raises(UnreachableTargetError, match="minitron") as err:
+        get_method("minitron").plan(
+            tiny_llama(layers=4), depth_only, target_params=int(total * 0.8)
+        )
+    assert "closest achievable" in str(err.value) and "mlp" in str(err.value)
+    with pytest.raises(UnreachableTargetError, match="reachable range"):
+        get_method("minitron").plan(tiny_llama(layers=4), depth_only, target_params=10)
+
+
+def test_perplexity_layer_metric_and_contiguous_cut() -> None:
+    model = tiny_llama(layers=4)
+    blocks = correlated_blocks(12, 16)
+    total = count_parameters(model)
+    config = MinitronConfig(
+        **FINE,
+        layer_metric="perplexity",
+        contiguous_layers=True,
+        shape={"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4},
+    )
+    result = compress(model, config, blocks=blocks, target_params=int(total * 0.5))
+    kept = result.details["kept_layers"]
+    assert kept[0] == 0 and kept[-1] == 3 and len(kept) == 2
+
+
+def test_mixture_of_experts_fails_with_a_clear_message() -> None:
+    from tests.compression.helpers import tiny_mixtral
+
+    model = tiny_mixtral()
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        get_method("minitron").plan(model, MinitronConfig(), target_params=1000)

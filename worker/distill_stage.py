@@ -1,0 +1,96 @@
+"""The optional ``distilling`` stage of a job: logit KD from the original model (``kd``).
+
+Split in two around the method: :func:`prepare_distillation` runs before compression, while the
+model is still the teacher (it keeps a frozen copy, or caches the top-k logits and keeps no
+copy); :func:`run_distillation` trains the compressed student afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from compression import Reporter, TextSource, load_texts, perplexity, token_blocks
+from compression.configs import KdConfig
+from compression.distill.kd import TopK, distill_logits, teacher_topk
+
+__all__ = ["DistillPlan", "prepare_distillation", "run_distillation"]
+
+
+@dataclass
+class DistillPlan:
+    """What the stage needs after compression: its config, tokens and teacher signal."""
+
+    config: KdConfig
+    blocks: torch.Tensor
+    teacher: nn.Module | None
+    cache: TopK | None
+
+
+def prepare_distillation(
+    model: nn.Module,
+    tokenizer: Any,
+    *,
+    config: KdConfig,
+    text: TextSource,
+    seq_len: int,
+) -> DistillPlan:
+    """Tokenise up to ``config.tokens`` of the calibration text and capture the teacher: a
+    frozen copy of ``model`` (on the fly) or its top-k logits (``config.top_k``)."""
+    blocks = token_blocks(load_texts(text), tokenizer, seq_len=seq_len, max_tokens=config.tokens)
+    if config.top_k is not None:
+        return DistillPlan(config, blocks, None, teacher_topk(model, blocks, k=config.top_k))
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    return DistillPlan(config, blocks, teacher, None)
+
+
+def run_distillation(
+    model: nn.Module,
+    plan: DistillPlan,
+    *,
+    reporter: Reporter,
+    eval_blocks: torch.Tensor | None,
+    layer_map: list[int] | None = None,
+) -> dict[str, Any]:
+    """Distil into ``model`` in place; returns the metrics to add to the job's.
+
+    The student trains in float32 (master weights; bf16 autocast on GPU) and goes back to its
+    dtype afterwards. With evaluation blocks, the perplexity before distillation is recorded too,
+    so the job shows what the stage bought.
+    """
+    metrics: dict[str, Any] = {}
+    if eval_blocks is not None:
+        metrics["perplexity_before_distill"] = perplexity(model, eval_blocks, reporter=reporter)
+        reporter.event(
+            "perplexity before distillation",
+            data={"perplexity": metrics["perplexity_before_distill"]},
+        )
+    dtype = next(model.parameters()).dtype
+    model.float()
+    try:
+        result = distill_logits(
+            model,
+            plan.blocks,
+            plan.config,
+            teacher=plan.teacher,
+            teacher_cache=plan.cache,
+            layer_map=layer_map,
+            reporter=reporter,
+        )
+    finally:
+        model.to(dtype)
+        plan.teacher = None  # free the teacher copy as soon as possible
+    metrics["distill"] = {
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "distinct_tokens": int(plan.blocks.numel()),
+        "seconds": round(result.seconds, 3),
+        "loss_first": result.loss_first,
+        "loss_last": result.loss_last,
+        "curve": result.curve,
+    }
+    return metrics

@@ -1,0 +1,58 @@
+"""Read a stored job request (the JSON the API validated) into the library's types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.settings import Settings
+from compression import ModelSource, TextSource
+
+__all__ = ["describe_base", "job_device", "model_source", "target_text", "text_source"]
+
+
+def job_device(settings: Settings) -> str:
+    """The torch device a job runs on: the setting, or CUDA when available for "auto"."""
+    if settings.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return settings.device
+
+
+def text_source(data: dict[str, Any]) -> TextSource:
+    """The calibration or evaluation source of a request."""
+    return TextSource(
+        path=data.get("path"),
+        dataset=data.get("dataset"),
+        split=data.get("split", "train"),
+        config_name=data.get("config_name"),
+        field=data.get("field", "text"),
+        revision=data.get("revision"),
+    )
+
+
+def model_source(spec: dict[str, Any]) -> ModelSource:
+    """Where the request's model comes from."""
+    m = spec["model"]
+    return ModelSource(
+        hub_id=m.get("id"),
+        revision=m.get("revision") or "main",
+        path=m.get("path"),
+        gguf_file=m.get("gguf_file"),
+    )
+
+
+def describe_base(spec: dict[str, Any]) -> str:
+    """A short name of the base model for the model card."""
+    m = spec["model"]
+    if m.get("id"):
+        return str(m["id"])
+    return str(m.get("gguf_file") or Path(m["path"]).name)
+
+
+def target_text(target: dict[str, Any]) -> str:
+    """The target in words for the model card."""
+    if target.get("params") is not None:
+        return f"{target['params']:,} parameters"
+    return f"{target['ratio']:.0%} of the parameters"
