@@ -126,6 +126,7 @@ def _demo(args: argparse.Namespace) -> int:
         calibration_tokens=args.tokens,
         method=args.method,
         seq_len=args.seq_len,
+        distill_tokens=args.distill_tokens,
     )
 
 
@@ -164,10 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens", type=int, default=16384, help="calibration tokens")
     p.add_argument(
         "--method",
-        choices=["svd", "lillama"],
+        choices=["svd", "lillama", "minitron"],
         default="svd",
         help="svd: training-free, about 5 minutes on 2 cores; lillama: trained block by block, "
-        "about 12",
+        "about 12; minitron: structured pruning to a standard architecture, about 5",
+    )
+    p.add_argument(
+        "--distill-tokens",
+        type=int,
+        default=0,
+        help="add a kd stage (logit distillation from the original) for this many tokens; "
+        "32768 takes about 8 minutes on 2 cores",
     )
     p.add_argument("--seq-len", type=int, default=512, help="calibration sequence length")
     p.set_defaults(func=_demo)

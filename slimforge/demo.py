@@ -24,15 +24,18 @@ from slimforge.demo_model import GGUF, fetch_smollm2
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
 
 # Run in a fresh interpreter with nothing of slimforge importable: the artifact must load with
-# torch + transformers alone (its low-rank modelling code ships inside the folder).
+# torch + transformers alone (low-rank modelling code ships inside the folder; pruned models
+# are standard architectures and load without trust_remote_code).
 LOAD_AND_GENERATE = """
-import sys
+import json, pathlib, sys
 for name in ("compression", "app", "worker", "slimforge"):
     sys.modules[name] = None
 from transformers import AutoModelForCausalLM, AutoTokenizer
 folder = sys.argv[1]
-model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
-tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+trust = "auto_map" in json.loads((pathlib.Path(folder) / "config.json").read_text())
+print(f"loading with trust_remote_code={trust}")
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust)
+tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
 prompt = "The capital of France is"
 ids = tok(prompt, return_tensors="pt")
 out = model.generate(**ids, max_new_tokens=24, do_sample=False)
@@ -106,6 +109,18 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
             f"({m['target_error']:+.2%})",
         ),
     ]
+    if "perplexity_before_distill" in m:
+        d = m["distill"]
+        rows.append(
+            (
+                "perplexity before kd",
+                f"{m['teacher_perplexity']:.3f}",
+                f"{m['perplexity_before_distill']:.3f}",
+                f"x{m['perplexity_before_distill'] / m['teacher_perplexity']:.2f}; kd: "
+                f"{d['tokens']:,} tokens, {d['steps']} steps, loss {d['loss_first']:.3f} -> "
+                f"{d['loss_last']:.3f}",
+            )
+        )
     if "teacher_perplexity" in m:
         rows.append(
             (
@@ -135,7 +150,13 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
 
 
 def run_demo(
-    *, ratio: float, port: int, calibration_tokens: int, method: str = "svd", seq_len: int = 512
+    *,
+    ratio: float,
+    port: int,
+    calibration_tokens: int,
+    method: str = "svd",
+    seq_len: int = 512,
+    distill_tokens: int = 0,
 ) -> int:
     """Serve, submit ``method`` at ``ratio`` on SmolLM2 over HTTP, follow it, reload the result."""
     settings = Settings()
@@ -171,6 +192,8 @@ def run_demo(
             "evaluation": {"path": str(CORPUS / "evaluation.txt")},
             "metadata": {"source": "slimforge demo"},
         }
+        if distill_tokens > 0:
+            body["distill"] = {"tokens": distill_tokens}
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
@@ -189,7 +212,7 @@ def run_demo(
         folder = settings.artifacts_root / job_id
         print()
         print(_table(job, artifact, folder))
-        print("\nloading the artifact with plain transformers (trust_remote_code=True):")
+        print("\nloading the artifact with plain transformers in a fresh interpreter:")
         loaded = subprocess.run(
             [sys.executable, "-c", LOAD_AND_GENERATE, str(folder)],
             capture_output=True,

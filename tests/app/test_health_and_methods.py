@@ -44,6 +44,10 @@ def test_methods_lists_each_method_with_its_schema(api: TestClient, auth) -> Non
     props = svd["parameters_schema"]["properties"]
     assert props["whitening"]["default"] is True
     assert svd["parameters_schema"]["additionalProperties"] is False
+    assert {m["name"] for m in methods} == {"svd", "lillama", "minitron"}
+    minitron = next(m for m in methods if m["name"] == "minitron")
+    assert "standard architecture" in minitron["description"]
+    assert "axes" in minitron["parameters_schema"]["properties"]
 
 
 def test_openapi_documents_the_method_union(api: TestClient) -> None:
@@ -51,3 +55,5 @@ def test_openapi_documents_the_method_union(api: TestClient) -> None:
     job_create = schema["components"]["schemas"]["JobCreate"]
     assert "method" in job_create["required"]
     assert "SvdConfig" in schema["components"]["schemas"]
+    assert "MinitronConfig" in schema["components"]["schemas"]
+    assert "distill" in job_create["properties"] and "KdConfig" in schema["components"]["schemas"]

@@ -166,8 +166,11 @@ BAD_BODIES = [
     (
         {"method": {"name": "magic"}},
         "method",
-        "unknown method 'magic'; available methods: lillama, svd",
+        "unknown method 'magic'; available methods: lillama, minitron, svd",
     ),
+    ({"method": {"name": "minitron", "axes": ["width"]}}, "method.minitron.axes.0", "'depth'"),
+    ({"distill": {"tokens": 8}}, "distill.tokens", "greater than or equal to 16"),
+    ({"distill": {"top_k": 8, "hidden_weight": 1}}, "distill", "'hidden_weight' needs"),
     ({"method": {}}, "method", "'method.name' is required"),
     ({"method": {"name": "svd", "rank": 3}}, "method.svd.rank", "Extra inputs"),
     ({"target": {"ratio": 1.5}}, "target.ratio", "less than or equal to 1"),
