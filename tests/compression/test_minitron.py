@@ -144,3 +144,23 @@ def test_mixture_of_experts_fails_with_a_clear_message() -> None:
     model = tiny_mixtral()
     with pytest.raises(ValueError, match="mixture-of-experts"):
         get_method("minitron").plan(model, MinitronConfig(), target_params=1000)
+
+
+def test_candidate_picking_covers_every_family_of_axes() -> None:
+    from compression.methods.minitron import _family, pick_candidates
+    from compression.pruning.arch import candidate_shapes
+    from compression.pruning.layout import arch_of
+    from tests.compression.test_pruning import random_importance
+
+    model = tiny_llama(layers=4)
+    arch, imp = arch_of(model), random_importance(model)
+    axes = ["depth", "heads", "mlp", "hidden"]
+    found = candidate_shapes(
+        arch, int(arch.params() * 0.75), axes=axes, hidden_multiple=16, mlp_multiple=1
+    )
+    families = {_family(arch, c.arch) for c in found}
+    assert len(families) >= 4  # depth-only, width-only and mixed shapes all land
+    picked = pick_candidates(arch, found, imp, limit=len(families))
+    assert {_family(arch, c.arch) for c in picked} == families
+    everything = pick_candidates(arch, found, imp, limit=1000)
+    assert len(everything) == len(found) and set(everything) == set(found)
