@@ -215,7 +215,7 @@ def distill_logits(
     order: list[int] = []
     window: list[float] = []
     curve: list[dict[str, float]] = []
-    every = max(1, steps // 20)
+    every = max(1, math.ceil(steps / 20))  # at most about 20 events
     t0 = time.monotonic()
     was_training = student.training
     student.train()
