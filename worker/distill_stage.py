@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression import Reporter, TextSource, load_texts, perplexity, token_blocks
+from compression import Reporter, perplexity
 from compression.configs import KdConfig
 from compression.distill.kd import TopK, distill_logits, teacher_topk
 
@@ -32,16 +32,10 @@ class DistillPlan:
 
 
 def prepare_distillation(
-    model: nn.Module,
-    tokenizer: Any,
-    *,
-    config: KdConfig,
-    text: TextSource,
-    seq_len: int,
+    model: nn.Module, *, config: KdConfig, blocks: torch.Tensor
 ) -> DistillPlan:
-    """Tokenise up to ``config.tokens`` of the calibration text and capture the teacher: a
-    frozen copy of ``model`` (on the fly) or its top-k logits (``config.top_k``)."""
-    blocks = token_blocks(load_texts(text), tokenizer, seq_len=seq_len, max_tokens=config.tokens)
+    """Capture the teacher for distilling on ``blocks``: a frozen copy of ``model`` (on the
+    fly) or its top-k logits (``config.top_k``)."""
     if config.top_k is not None:
         return DistillPlan(config, blocks, None, teacher_topk(model, blocks, k=config.top_k))
     teacher = copy.deepcopy(model).eval().requires_grad_(False)

@@ -8,9 +8,17 @@ from typing import Any
 import torch
 
 from app.settings import Settings
-from compression import ModelSource, TextSource
+from compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
+from compression.synthetic import sample_blocks
 
-__all__ = ["describe_base", "job_device", "model_source", "target_text", "text_source"]
+__all__ = [
+    "calibration_blocks",
+    "describe_base",
+    "job_device",
+    "model_source",
+    "target_text",
+    "text_source",
+]
 
 
 def job_device(settings: Settings) -> str:
@@ -56,3 +64,30 @@ def target_text(target: dict[str, Any]) -> str:
     if target.get("params") is not None:
         return f"{target['params']:,} parameters"
     return f"{target['ratio']:.0%} of the parameters"
+
+
+def calibration_blocks(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: dict[str, Any],
+    *,
+    max_tokens: int | None = None,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+) -> torch.Tensor:
+    """Token blocks [n, seq_len] of a request's calibration text (``max_tokens`` overrides its
+    budget): read from its file or dataset, or sampled from ``model`` when ``synthetic``."""
+    budget = max_tokens if max_tokens is not None else int(data["max_tokens"])
+    seq_len = int(data["seq_len"])
+    if data.get("synthetic"):
+        return sample_blocks(
+            model,
+            tokenizer,
+            n_blocks=max(1, budget // seq_len),
+            seq_len=seq_len,
+            seed=seed,
+            reporter=reporter,
+        )
+    return token_blocks(
+        load_texts(text_source(data)), tokenizer, seq_len=seq_len, max_tokens=budget
+    )

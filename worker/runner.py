@@ -41,7 +41,14 @@ from compression import (
 )
 from compression.configs import METHOD_CONFIGS, KdConfig
 from worker.distill_stage import prepare_distillation, run_distillation
-from worker.job_spec import describe_base, job_device, model_source, target_text, text_source
+from worker.job_spec import (
+    calibration_blocks,
+    describe_base,
+    job_device,
+    model_source,
+    target_text,
+    text_source,
+)
 from worker.memory import PeakMemory
 
 __all__ = ["JobReporter", "LeaseLost", "default_owner", "run_job"]
@@ -180,12 +187,7 @@ def _execute(
         t0 = time.monotonic()
         reporter.enter("calibrating")
         calib = spec["calibration"]
-        blocks = token_blocks(
-            load_texts(text_source(calib)),
-            tokenizer,
-            seq_len=calib["seq_len"],
-            max_tokens=calib["max_tokens"],
-        )
+        blocks = calibration_blocks(model, tokenizer, calib, reporter=reporter)
         eval_blocks = None
         if spec.get("evaluation"):
             ev = spec["evaluation"]
@@ -201,13 +203,11 @@ def _execute(
         reporter.event("calibration data ready", data={"tokens": int(blocks.numel())})
         kd_plan = None
         if spec.get("distill"):  # capture the teacher now, before the method changes the model
-            kd_plan = prepare_distillation(
-                model,
-                tokenizer,
-                config=KdConfig.model_validate(spec["distill"]),
-                text=text_source(calib),
-                seq_len=calib["seq_len"],
+            kd_config = KdConfig.model_validate(spec["distill"])
+            kd_blocks = calibration_blocks(
+                model, tokenizer, calib, max_tokens=kd_config.tokens, seed=1, reporter=reporter
             )
+            kd_plan = prepare_distillation(model, config=kd_config, blocks=kd_blocks)
         timings["calibrating"] = round(time.monotonic() - t0, 3)
 
         # --- compressing

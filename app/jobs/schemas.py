@@ -59,10 +59,17 @@ class Target(_Input):
 
 
 class TextData(_Input):
-    """Text for calibration or evaluation: a local .txt/.jsonl file or a Hub dataset."""
+    """Text for calibration or evaluation: a local .txt/.jsonl file, a Hub dataset, or (for
+    calibration) text sampled from the model itself."""
 
     path: str | None = Field(default=None, description="Local .txt, .md or .jsonl file.")
     dataset: str | None = Field(default=None, description="Hub dataset id.")
+    synthetic: bool = Field(
+        default=False,
+        description="Calibration only: sample the text from the original model itself "
+        "(data-free, seeded), so the method and kd follow the model's own distribution "
+        "instead of one domain's.",
+    )
     config_name: str | None = None
     split: str = "train"
     field: str = Field(default="text", description="Field holding the text (jsonl, datasets).")
@@ -72,8 +79,11 @@ class TextData(_Input):
 
     @model_validator(mode="after")
     def _one_source(self) -> TextData:
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give exactly one of 'path' (a local file) or 'dataset' (Hub id)")
+        sources = (self.path is not None) + (self.dataset is not None) + self.synthetic
+        if sources != 1:
+            raise ValueError(
+                "give exactly one of 'path' (a local file), 'dataset' (Hub id) or 'synthetic': true"
+            )
         if self.dataset is not None and not HUB_ID.match(self.dataset):
             raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
         if self.seq_len > self.max_tokens:
@@ -83,6 +93,12 @@ class TextData(_Input):
 
 class EvaluationData(TextData):
     max_tokens: int = Field(default=16384, ge=64, le=50_000_000)
+
+    @model_validator(mode="after")
+    def _real_text(self) -> EvaluationData:
+        if self.synthetic:
+            raise ValueError("evaluation needs held-out real text: 'synthetic' is for calibration")
+        return self
 
 
 def _check_method(value: Any) -> Any:

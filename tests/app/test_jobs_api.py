@@ -186,6 +186,8 @@ BAD_BODIES = [
     ({"calibration": {"path": "missing.txt"}}, "calibration.path", "does not exist"),
     ({"calibration": {"path": "../../../etc/passwd"}}, "calibration.path", "outside the folders"),
     ({"calibration": {"dataset": "org/data", "path": "x"}}, "calibration", "exactly one of"),
+    ({"calibration": {"synthetic": True, "path": "calib.txt"}}, "calibration", "exactly one of"),
+    ({"evaluation": {"synthetic": True}}, "evaluation", "held-out real text"),
     (
         {"calibration": {"path": "calib.txt", "seq_len": 4096, "max_tokens": 1024}},
         "calibration",

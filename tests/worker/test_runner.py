@@ -235,3 +235,19 @@ def test_a_minitron_job_exports_a_standard_architecture(
         "auto_map" not in config
         and config["num_hidden_layers"] == details["shape"]["num_hidden_layers"]
     )
+
+
+def test_a_job_can_calibrate_and_distil_on_text_the_model_writes(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
+) -> None:
+    h = auth()
+    calibration = {"synthetic": True, "max_tokens": 512, "seq_len": 64}
+    job_id = submit(
+        api, h, tiny_model, text_files, calibration=calibration, distill={"tokens": 256}
+    )
+    factory = api.app.state.session_factory
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["metrics"]["tokens_used"] == 512 and job["metrics"]["distill"]["tokens"] == 256
+    events = api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
+    assert any(e["message"] == "sampled calibration text" for e in events)
