@@ -127,6 +127,7 @@ def _demo(args: argparse.Namespace) -> int:
         method=args.method,
         seq_len=args.seq_len,
         distill_tokens=args.distill_tokens,
+        synthetic=args.synthetic,
     )
 
 
@@ -178,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
         "32768 takes about 8 minutes on 2 cores",
     )
     p.add_argument("--seq-len", type=int, default=512, help="calibration sequence length")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="calibrate (and distil) on text sampled from the model itself, not the corpus",
+    )
     p.set_defaults(func=_demo)
     return parser
 

@@ -157,6 +157,7 @@ def run_demo(
     method: str = "svd",
     seq_len: int = 512,
     distill_tokens: int = 0,
+    synthetic: bool = False,
 ) -> int:
     """Serve, submit ``method`` at ``ratio`` on SmolLM2 over HTTP, follow it, reload the result."""
     settings = Settings()
@@ -194,6 +195,12 @@ def run_demo(
         }
         if distill_tokens > 0:
             body["distill"] = {"tokens": distill_tokens}
+        if synthetic:  # text the model writes itself instead of the corpus
+            body["calibration"] = {
+                "synthetic": True,
+                "max_tokens": calibration_tokens,
+                "seq_len": seq_len,
+            }
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as client:
