@@ -25,7 +25,7 @@ def sample_blocks(
     seq_len: int,
     seed: int = 0,
     temperature: float = 1.0,
-    batch_size: int = 16,
+    batch_size: int = 64,
     reporter: Reporter | None = None,
 ) -> torch.Tensor:
     """LongTensor [n_blocks, seq_len] sampled from ``model`` at ``temperature``, each sequence
