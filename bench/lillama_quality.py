@@ -17,61 +17,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
-import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import GGUF, PeakRss, corpus_blocks, load_teacher, machine_line, rss_bytes
 
-from compression import (
-    ModelSource,
-    SvdConfig,
-    TextSource,
-    compress,
-    count_parameters,
-    load_model,
-    load_texts,
-    perplexity,
-    resolve_target,
-    token_blocks,
-)
+from compression import SvdConfig, compress, count_parameters, perplexity, resolve_target
 from compression.configs import LillamaConfig
-
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "data" / "corpus"
-GGUF = ROOT / ".cache" / "models" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakRss:
-    """Samples this process's resident set every 50 ms in a thread."""
-
-    def __enter__(self) -> PeakRss:
-        self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
 
 
 def main() -> None:
@@ -96,20 +50,12 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    teacher, tokenizer = load_model(
-        ModelSource(path=str(args.gguf.parent), gguf_file=args.gguf.name)
+    teacher, tokenizer = load_teacher(args.gguf)
+    calib = corpus_blocks(
+        "calibration", tokenizer, seq_len=args.seq_len, max_tokens=args.calib_tokens
     )
-    calib = token_blocks(
-        load_texts(TextSource(path=str(CORPUS / "calibration.txt"))),
-        tokenizer,
-        seq_len=args.seq_len,
-        max_tokens=args.calib_tokens,
-    )
-    evaluation = token_blocks(
-        load_texts(TextSource(path=str(CORPUS / "evaluation.txt"))),
-        tokenizer,
-        seq_len=args.seq_len,
-        max_tokens=args.eval_tokens,
+    evaluation = corpus_blocks(
+        "evaluation", tokenizer, seq_len=args.seq_len, max_tokens=args.eval_tokens
     )
     total = count_parameters(teacher)
     t0 = time.monotonic()
@@ -137,7 +83,7 @@ def main() -> None:
         plain = LillamaConfig(whitening=False, batch_size=args.batch_size, epochs=args.epochs)
         configs.append(("lillama uniform, plain-SVD init", plain))
 
-    rows = [("teacher (dense)", total, teacher_ppl, 1.0, 0.0, _rss_bytes(), 0, "")]
+    rows = [("teacher (dense)", total, teacher_ppl, 1.0, 0.0, rss_bytes(), 0, "")]
     for ratio in args.ratios:
         target = resolve_target(total, ratio=ratio)
         for label, cfg in configs:
@@ -170,11 +116,7 @@ def main() -> None:
             )
             del student
 
-    print(
-        f"\ndate: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} "
-        "threads), no GPU"
-    )
+    print("\n" + machine_line())
     print(
         f"calibration {calib.numel()} tokens, evaluation {evaluation.numel()} tokens "
         f"(seq_len {args.seq_len}); lillama batch {args.batch_size} sequences, "

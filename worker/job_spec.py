@@ -12,11 +12,11 @@ from compression import ModelSource, Reporter, TextSource, load_texts, token_blo
 from compression.synthetic import sample_blocks
 
 __all__ = [
-    "calibration_blocks",
     "describe_base",
     "job_device",
     "model_source",
     "target_text",
+    "text_blocks",
     "text_source",
 ]
 
@@ -66,7 +66,7 @@ def target_text(target: dict[str, Any]) -> str:
     return f"{target['ratio']:.0%} of the parameters"
 
 
-def calibration_blocks(
+def text_blocks(
     model: torch.nn.Module,
     tokenizer: Any,
     data: dict[str, Any],
@@ -75,8 +75,9 @@ def calibration_blocks(
     seed: int = 0,
     reporter: Reporter | None = None,
 ) -> torch.Tensor:
-    """Token blocks [n, seq_len] of a request's calibration text (``max_tokens`` overrides its
-    budget): read from its file or dataset, or sampled from ``model`` when ``synthetic``."""
+    """Token blocks [n, seq_len] of a request's calibration or evaluation text (``max_tokens``
+    overrides its budget): read from its file or dataset, or sampled from ``model`` when
+    ``synthetic`` (calibration only; the API refuses it for evaluation)."""
     budget = max_tokens if max_tokens is not None else int(data["max_tokens"])
     seq_len = int(data["seq_len"])
     if data.get("synthetic"):

@@ -33,21 +33,18 @@ from compression import (
     export_artifact,
     get_method,
     load_model,
-    load_texts,
     perplexity,
     render_model_card,
     resolve_target,
-    token_blocks,
 )
 from compression.configs import METHOD_CONFIGS, KdConfig
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
-    calibration_blocks,
     describe_base,
     job_device,
     model_source,
     target_text,
-    text_source,
+    text_blocks,
 )
 from worker.memory import PeakMemory
 
@@ -187,16 +184,11 @@ def _execute(
         t0 = time.monotonic()
         reporter.enter("calibrating")
         calib = spec["calibration"]
-        blocks = calibration_blocks(model, tokenizer, calib, reporter=reporter)
+        blocks = text_blocks(model, tokenizer, calib, reporter=reporter)
         eval_blocks = None
         if spec.get("evaluation"):
             ev = spec["evaluation"]
-            eval_blocks = token_blocks(
-                load_texts(text_source(ev)),
-                tokenizer,
-                seq_len=ev["seq_len"],
-                max_tokens=ev["max_tokens"],
-            )
+            eval_blocks = text_blocks(model, tokenizer, ev)
             metrics["teacher_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
             metrics["evaluation_tokens"] = int(eval_blocks.numel())
             reporter.event("teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]})
@@ -204,7 +196,7 @@ def _execute(
         kd_plan = None
         if spec.get("distill"):  # capture the teacher now, before the method changes the model
             kd_config = KdConfig.model_validate(spec["distill"])
-            kd_blocks = calibration_blocks(
+            kd_blocks = text_blocks(
                 model, tokenizer, calib, max_tokens=kd_config.tokens, seed=1, reporter=reporter
             )
             kd_plan = prepare_distillation(model, config=kd_config, blocks=kd_blocks)

@@ -49,28 +49,9 @@ DEFAULT_TARGET_MODULES = [
 LILLAMA_DEFAULT_LR = 8.6e-5
 
 
-class SvdConfig(_MethodBase):
-    """Activation-aware low-rank factorisation (SVD-LLM style), training-free.
+class _LowRankBase(_MethodBase):
+    """Fields and rank planning shared by the low-rank methods."""
 
-    Each selected Linear W (out x in) becomes B·A with rank r. With ``whitening`` the input
-    Gram matrix X·Xᵀ of the calibration activations is Cholesky-factorised (S), W·S is truncated
-    by SVD and un-whitened, which minimises the output error on the calibration data instead of
-    the weight error. Ranks are allocated so the whole model reaches the job's target count.
-    """
-
-    name: Literal["svd"] = "svd"
-    whitening: bool = Field(
-        default=True,
-        description="Whiten with the Cholesky factor of the input Gram matrix (SVD-LLM). "
-        "False gives plain weight SVD, kept as a baseline.",
-    )
-    allocation: Literal["uniform", "energy"] = Field(
-        default="uniform",
-        description="How ranks are spread over modules: 'uniform' keeps the same fraction "
-        "of every matrix's break-even rank; 'energy' (our sensitivity allocation) measures "
-        "each matrix's (whitened) singular values and gives rank where it keeps the most "
-        "output energy per parameter.",
-    )
     target_modules: list[str] = Field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
         min_length=1,
@@ -81,12 +62,70 @@ class SvdConfig(_MethodBase):
         default=8, ge=1, le=256, description="Ranks are rounded to a multiple of this."
     )
     min_rank: int = Field(default=8, ge=1, description="No factor is thinner than this.")
+    whitening: bool = Field(
+        default=True,
+        description="Whiten with the Cholesky factor of the input Gram matrix (SVD-LLM). "
+        "False gives plain weight SVD (a baseline, and the reference Lillama code's "
+        "initialisation).",
+    )
     damping: float = Field(
         default=1e-4,
         ge=0.0,
         le=1.0,
         description="Added to the Gram matrix diagonal, relative to its mean, so the "
         "Cholesky factorisation exists for rank-deficient activations.",
+    )
+
+    def _targeted(self, linears: Sequence[LinearShape]) -> list[LinearShape]:
+        wanted = set(self.target_modules)
+        return [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]
+
+    def _plan_spread(
+        self,
+        shapes: Sequence[LinearShape],
+        *,
+        total_params: int,
+        target_params: int,
+        spectra: Mapping[str, Sequence[float]] | None,
+        method: str,
+    ) -> RankPlan:
+        """By measured ``spectra`` (energy allocation) when given, else uniform."""
+        if spectra is not None:
+            return plan_by_energy(
+                shapes,
+                spectra,
+                total_params=total_params,
+                target_params=target_params,
+                min_rank=self.min_rank,
+                rank_multiple=self.rank_multiple,
+                method=method,
+            )
+        return plan_uniform(
+            shapes,
+            total_params=total_params,
+            target_params=target_params,
+            min_rank=self.min_rank,
+            rank_multiple=self.rank_multiple,
+            method=method,
+        )
+
+
+class SvdConfig(_LowRankBase):
+    """Activation-aware low-rank factorisation (SVD-LLM style), training-free.
+
+    Each selected Linear W (out x in) becomes B·A with rank r. With ``whitening`` the input
+    Gram matrix X·Xᵀ of the calibration activations is Cholesky-factorised (S), W·S is truncated
+    by SVD and un-whitened, which minimises the output error on the calibration data instead of
+    the weight error. Ranks are allocated so the whole model reaches the job's target count.
+    """
+
+    name: Literal["svd"] = "svd"
+    allocation: Literal["uniform", "energy"] = Field(
+        default="uniform",
+        description="How ranks are spread over modules: 'uniform' keeps the same fraction "
+        "of every matrix's break-even rank; 'energy' (our sensitivity allocation) measures "
+        "each matrix's (whitened) singular values and gives rank where it keeps the most "
+        "output energy per parameter.",
     )
 
     def plan(
@@ -102,27 +141,16 @@ class SvdConfig(_MethodBase):
 
         With ``allocation="energy"`` the ranks need measured ``spectra``; without them this
         returns the uniform plan, which has the same reachable range (a shape-only estimate)."""
-        wanted = set(self.target_modules)
-        shapes = [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]
-        if self.allocation == "energy" and spectra is not None:
-            return plan_by_energy(
-                shapes,
-                spectra,
-                total_params=total_params,
-                target_params=target_params,
-                min_rank=self.min_rank,
-                rank_multiple=self.rank_multiple,
-            )
-        return plan_uniform(
-            shapes,
+        return self._plan_spread(
+            self._targeted(linears),
             total_params=total_params,
             target_params=target_params,
-            min_rank=self.min_rank,
-            rank_multiple=self.rank_multiple,
+            spectra=spectra if self.allocation == "energy" else None,
+            method="svd",
         )
 
 
-class LillamaConfig(_MethodBase):
+class LillamaConfig(_LowRankBase):
     """Low-rank feature distillation (Lillama): factorise, then train the factors block by block.
 
     Each selected Linear W (out x in) becomes B·A, initialised by (whitened) SVD, and the factors
@@ -133,12 +161,6 @@ class LillamaConfig(_MethodBase):
     """
 
     name: Literal["lillama"] = "lillama"
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
-        min_length=1,
-        description="Names (last component) of the Linear modules that may be factorised. "
-        "lm_head and embeddings are never factorised.",
-    )
     rank_strategy: Literal["uniform", "bottom", "top", "energy"] = Field(
         default="uniform",
         description="'uniform': every matrix keeps the same fraction of its break-even rank. "
@@ -149,7 +171,6 @@ class LillamaConfig(_MethodBase):
         "whitened singular values, and rank goes where it keeps the most output energy per "
         "parameter.",
     )
-    min_rank: int = Field(default=8, ge=1, description="No factor is thinner than this.")
     layer_rank_fraction: float | None = Field(
         default=0.5,
         gt=0.0,
@@ -159,20 +180,6 @@ class LillamaConfig(_MethodBase):
         "width; on small models the thinnest rank destroys a block). If every block at this "
         "fraction is not enough for the target, blocks go down to min_rank. None: always "
         "min_rank, as in the reference code.",
-    )
-    rank_multiple: int = Field(
-        default=8, ge=1, le=256, description="Ranks are rounded to a multiple of this."
-    )
-    whitening: bool = Field(
-        default=True,
-        description="Initialise the factors by activation-whitened SVD (SVD-LLM); False uses "
-        "plain weight SVD like the reference code.",
-    )
-    damping: float = Field(
-        default=1e-4,
-        ge=0.0,
-        le=1.0,
-        description="Added to the Gram matrix diagonal (relative to its mean) for whitening.",
     )
     learning_rate: float = Field(
         default=LILLAMA_DEFAULT_LR,
@@ -211,25 +218,13 @@ class LillamaConfig(_MethodBase):
         """Ranks for these shapes (pure arithmetic, as ``SvdConfig.plan``); raises
         ``UnreachableTargetError`` with the reachable range. ``rank_strategy="energy"`` needs
         measured ``spectra``; without them the uniform plan stands in (same reachable range)."""
-        wanted = set(self.target_modules)
-        shapes = [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]
-        if self.rank_strategy == "energy" and spectra is not None:
-            return plan_by_energy(
-                shapes,
-                spectra,
-                total_params=total_params,
-                target_params=target_params,
-                min_rank=self.min_rank,
-                rank_multiple=self.rank_multiple,
-                method="lillama",
-            )
+        shapes = self._targeted(linears)
         if self.rank_strategy in ("uniform", "energy"):
-            return plan_uniform(
+            return self._plan_spread(
                 shapes,
                 total_params=total_params,
                 target_params=target_params,
-                min_rank=self.min_rank,
-                rank_multiple=self.rank_multiple,
+                spectra=spectra if self.rank_strategy == "energy" else None,
                 method="lillama",
             )
         return plan_layerwise(

@@ -214,6 +214,7 @@ def distill_logits(
     generator = torch.Generator().manual_seed(config.seed)
     order: list[int] = []
     window: list[float] = []
+    losses: list[float] = []  # every step's loss, for the first and last
     curve: list[dict[str, float]] = []
     every = max(1, math.ceil(steps / 20))  # at most about 20 events
     t0 = time.monotonic()
@@ -222,7 +223,6 @@ def distill_logits(
     if teacher is not None:
         teacher.eval()
     want_hidden = config.hidden_weight > 0
-    first = last = float("nan")
     try:
         for step in range(steps):
             reporter.check_cancelled()
@@ -270,9 +270,8 @@ def distill_logits(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            first = value if step == 0 else first
-            last = value
             window.append(value)
+            losses.append(value)
             if (step + 1) % every == 0 or step + 1 == steps:
                 point = {
                     "step": step + 1,
@@ -296,7 +295,7 @@ def distill_logits(
         steps=steps,
         tokens=steps * batch * seq_len,
         seconds=time.monotonic() - t0,
-        loss_first=first,
-        loss_last=last,
+        loss_first=losses[0],
+        loss_last=losses[-1],
         curve=curve,
     )

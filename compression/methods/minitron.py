@@ -33,14 +33,7 @@ __all__ = ["MinitronMethod", "pick_candidates", "removed_importance", "search_sp
 def search_space(arch: Arch, config: MinitronConfig, *, target_params: int) -> list[Candidate]:
     """The candidate shapes for ``config`` (pinned sizes applied), nearest to the target first;
     raises UnreachableTargetError when none lands within 1 %."""
-    found = candidate_shapes(
-        arch,
-        target_params,
-        axes=config.axes,
-        hidden_multiple=config.hidden_multiple,
-        mlp_multiple=config.mlp_multiple,
-    )
-    found = _pinned(found, config)
+    found = _pinned_candidates(arch, config, target_params, tolerance=0.01)
     if not found:
         total, smallest = arch.params(), _smallest(arch, config)
         if smallest <= target_params <= total:
@@ -55,8 +48,18 @@ def search_space(arch: Arch, config: MinitronConfig, *, target_params: int) -> l
     return found
 
 
-def _pinned(found: list[Candidate], config: MinitronConfig) -> list[Candidate]:
-    """The candidates that have every size the user pinned."""
+def _pinned_candidates(
+    arch: Arch, config: MinitronConfig, target_params: int, *, tolerance: float
+) -> list[Candidate]:
+    """Grid shapes within ``tolerance`` of the target that have every size the user pinned."""
+    found = candidate_shapes(
+        arch,
+        target_params,
+        axes=config.axes,
+        hidden_multiple=config.hidden_multiple,
+        mlp_multiple=config.mlp_multiple,
+        tolerance=tolerance,
+    )
     pin = config.shape
     if pin is None:
         return found
@@ -89,15 +92,7 @@ def _no_shape(
     arch: Arch, config: MinitronConfig, target: int, total: int, smallest: int
 ) -> UnreachableTargetError:
     """Inside the range, but no grid shape (with the pinned sizes) lands within 1 %."""
-    near = candidate_shapes(
-        arch,
-        target,
-        axes=config.axes,
-        hidden_multiple=config.hidden_multiple,
-        mlp_multiple=config.mlp_multiple,
-        tolerance=0.25,
-    )
-    near = _pinned(near, config)
+    near = _pinned_candidates(arch, config, target, tolerance=0.25)
     closest = near[0].params if near else None
     return UnreachableTargetError(
         target_params=target,
@@ -175,8 +170,10 @@ class MinitronMethod:
     name = "minitron"
     config_class = MinitronConfig
 
-    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
-        """Check from shapes alone that some candidate lands on the target (no data needed)."""
+    def _search(
+        self, model: nn.Module, config: MinitronConfig, target_params: int
+    ) -> tuple[Arch, int, list[Candidate]]:
+        """The model's shape, its count, and the candidates (raises before any work)."""
         arch = arch_of(model)
         total = count_parameters(model)
         if arch.params() != total:
@@ -184,7 +181,12 @@ class MinitronMethod:
                 f"minitron cannot account for all of {type(model).__name__}'s parameters "
                 f"({arch.params():,} modelled, {total:,} present)"
             )
-        best = search_space(arch, _as_config(config), target_params=target_params)[0]
+        return arch, total, search_space(arch, config, target_params=target_params)
+
+    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+        """Check from shapes alone that some candidate lands on the target (no data needed)."""
+        _, total, candidates = self._search(model, _as_config(config), target_params)
+        best = candidates[0]
         return RankPlan(
             ranks={}, params_before=total, params_after=best.params, target_params=target_params
         )
@@ -206,10 +208,7 @@ class MinitronMethod:
         """
         reporter = reporter or NullReporter()
         config = _as_config(config)
-        self.plan(model, config, target_params=target_params)  # fail before any work
-        arch = arch_of(model)
-        total = count_parameters(model)
-        candidates = search_space(arch, config, target_params=target_params)
+        arch, total, candidates = self._search(model, config, target_params)  # fails early
         n = blocks.shape[0]
         held = min(max(1, config.search_tokens // blocks.shape[1]), max(1, n // 4))
         if n < 2:
