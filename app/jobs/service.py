@@ -25,8 +25,10 @@ from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.paths import resolve_local_path
 from app.settings import Settings
 from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
-from compression.configs import LillamaConfig, SvdConfig
+from compression.configs import MinitronConfig
 from compression.planning import UnreachableTargetError, resolve_target
+from compression.pruning.arch import arch_from_config
+from compression.pruning.search import search_space
 
 log = logging.getLogger("slimforge.api")
 
@@ -85,37 +87,49 @@ def _check_target(body: JobCreate, folder: Path) -> None:
     Models the reader does not understand (and Hub models) are checked by the worker when it
     loads them, before any calibration.
     """
-    if not isinstance(body.method, SvdConfig | LillamaConfig):
-        return  # minitron: its shape search runs on the worker, right after loading
-    target_modules = body.method.target_modules
+    method = body.method
+    targets = () if isinstance(method, MinitronConfig) else tuple(method.target_modules)
     weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
     stat = weights.stat()
     try:
         shapes = _cached_shapes(
-            str(folder),
-            body.model.gguf_file,
-            tuple(target_modules),
-            (stat.st_size, stat.st_mtime_ns),
+            str(folder), body.model.gguf_file, targets, (stat.st_size, stat.st_mtime_ns)
         )
     except Exception as exc:  # unreadable here: leave the verdict to the worker
         log.info("could not read shapes of %s: %s", folder, exc)
         return
-    if shapes is None or not shapes.linears:
+    if shapes is None:
         return
     target = resolve_target(shapes.total_params, params=body.target.params, ratio=body.target.ratio)
     try:
-        body.method.plan(shapes.linears, total_params=shapes.total_params, target_params=target)
+        if isinstance(method, MinitronConfig):
+            if body.model.gguf_file is None:
+                _check_minitron(method, folder, shapes.total_params, target)
+        elif shapes.linears:
+            method.plan(shapes.linears, total_params=shapes.total_params, target_params=target)
     except UnreachableTargetError as exc:
-        raise UnprocessableInput(
-            str(exc),
-            details={
-                "field": "target",
-                "model_params": shapes.total_params,
-                "target_params": exc.target_params,
-                "min_params": exc.min_params,
-                "max_params": exc.max_params,
-            },
-        ) from None
+        details: dict[str, Any] = {
+            "field": "target",
+            "model_params": shapes.total_params,
+            "target_params": exc.target_params,
+            "min_params": exc.min_params,
+            "max_params": exc.max_params,
+        }
+        if exc.closest_params is not None:
+            details["closest_params"] = exc.closest_params
+        raise UnprocessableInput(str(exc), details=details) from None
+
+
+def _check_minitron(method: MinitronConfig, folder: Path, total: int, target: int) -> None:
+    """Run minitron's shape search on the shape config.json describes (when it accounts for
+    every parameter of the checkpoint); raises UnreachableTargetError like the worker would."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    arch = arch_from_config(config, total) if isinstance(config, dict) else None
+    if arch is not None:
+        search_space(arch, method, target_params=target)
 
 
 def submit_job(

@@ -10,11 +10,11 @@ from compression.configs.base import _MethodBase
 
 __all__ = ["MinitronConfig", "PinnedShape", "PruningAxis"]
 
-PruningAxis = Literal["depth", "heads", "mlp", "hidden"]
+PruningAxis = Literal["depth", "heads", "mlp", "hidden", "experts"]
 
 
 def _all_axes() -> list[PruningAxis]:
-    return ["depth", "heads", "mlp", "hidden"]
+    return ["depth", "heads", "mlp", "hidden", "experts"]
 
 
 class PinnedShape(_MethodBase):
@@ -24,10 +24,14 @@ class PinnedShape(_MethodBase):
     intermediate_size: int | None = Field(default=None, ge=1)
     num_attention_heads: int | None = Field(default=None, ge=1)
     num_hidden_layers: int | None = Field(default=None, ge=1)
+    num_local_experts: int | None = Field(
+        default=None, ge=1, description="Experts per layer (mixture-of-experts models)."
+    )
 
 
 class MinitronConfig(_MethodBase):
-    """Structured pruning (Minitron): remove heads, MLP neurons, hidden channels and layers.
+    """Structured pruning (Minitron): remove heads, MLP neurons, hidden channels, layers and
+    (mixture-of-experts models) experts.
 
     Importance comes from forward passes on the calibration text (head output norms, MLP
     activations, norm-layer outputs; layers by Block Importance 1 - cos(in, out) or by the
@@ -42,8 +46,10 @@ class MinitronConfig(_MethodBase):
         default_factory=_all_axes,
         min_length=1,
         description="What may shrink: 'depth' (layers), 'heads' (query heads, the same number "
-        "per GQA group), 'mlp' (intermediate size), 'hidden' (hidden size). The MLP width is "
-        "solved to land on the target, so include 'mlp' unless the shape is pinned.",
+        "per GQA group), 'mlp' (intermediate size; of each expert in a mixture of experts), "
+        "'hidden' (hidden size), 'experts' (experts per layer, the least routed-to go; "
+        "ignored by dense models). The MLP width is solved to land on the target, so include "
+        "'mlp' unless the shape is pinned.",
     )
     hidden_multiple: int = Field(
         default=64, ge=1, le=4096, description="Pruned hidden sizes are multiples of this."

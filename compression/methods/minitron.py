@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,117 +19,48 @@ from compression.configs import MinitronConfig
 from compression.evaluation import perplexity
 from compression.lowrank import count_parameters
 from compression.methods.base import MethodResult, register
-from compression.planning import RankPlan, UnreachableTargetError
+from compression.planning import RankPlan
 from compression.progress import NullReporter, Reporter
-from compression.pruning.arch import Arch, Candidate, candidate_shapes
+from compression.pruning.arch import Arch, Candidate
 from compression.pruning.importance import Importance, layer_removal_scores, measure_importance
 from compression.pruning.layout import arch_of
 from compression.pruning.prune import choose_layers, prune_model, top_indices
+from compression.pruning.search import search_space
 
-__all__ = ["MinitronMethod", "pick_candidates", "removed_importance", "search_space"]
-
-
-def search_space(arch: Arch, config: MinitronConfig, *, target_params: int) -> list[Candidate]:
-    """The candidate shapes for ``config`` (pinned sizes applied), nearest to the target first;
-    raises UnreachableTargetError when none lands within 1 %."""
-    found = _pinned_candidates(arch, config, target_params, tolerance=0.01)
-    if not found:
-        total, smallest = arch.params(), _smallest(arch, config)
-        if smallest <= target_params <= total:
-            raise _no_shape(arch, config, target_params, total, smallest)
-        raise UnreachableTargetError(
-            target_params=target_params,
-            min_params=smallest,
-            max_params=total,
-            total_params=total,
-            method="minitron",
-        )
-    return found
-
-
-def _pinned_candidates(
-    arch: Arch, config: MinitronConfig, target_params: int, *, tolerance: float
-) -> list[Candidate]:
-    """Grid shapes within ``tolerance`` of the target that have every size the user pinned."""
-    found = candidate_shapes(
-        arch,
-        target_params,
-        axes=config.axes,
-        hidden_multiple=config.hidden_multiple,
-        mlp_multiple=config.mlp_multiple,
-        tolerance=tolerance,
-    )
-    pin = config.shape
-    if pin is None:
-        return found
-    wanted = {
-        "hidden": pin.hidden_size,
-        "intermediate": pin.intermediate_size,
-        "heads": pin.num_attention_heads,
-        "layers": pin.num_hidden_layers,
-    }
-    return [
-        c for c in found if all(v is None or getattr(c.arch, k) == v for k, v in wanted.items())
-    ]
-
-
-def _smallest(arch: Arch, config: MinitronConfig) -> int:
-    """The fewest parameters the axes allow (one layer, one head per group, thinnest widths)."""
-    axes = set(config.axes)
-    return replace(
-        arch,
-        layers=1 if "depth" in axes else arch.layers,
-        heads=arch.kv_heads if "heads" in axes else arch.heads,
-        intermediate=min(config.mlp_multiple, arch.intermediate)
-        if "mlp" in axes
-        else arch.intermediate,
-        hidden=min(config.hidden_multiple, arch.hidden) if "hidden" in axes else arch.hidden,
-    ).params()
-
-
-def _no_shape(
-    arch: Arch, config: MinitronConfig, target: int, total: int, smallest: int
-) -> UnreachableTargetError:
-    """Inside the range, but no grid shape (with the pinned sizes) lands within 1 %."""
-    near = _pinned_candidates(arch, config, target, tolerance=0.25)
-    closest = near[0].params if near else None
-    return UnreachableTargetError(
-        target_params=target,
-        min_params=smallest,
-        max_params=total,
-        total_params=total,
-        method="minitron",
-        closest_params=closest,
-        hint="add the 'mlp' axis, use a smaller mlp_multiple, or pin fewer sizes",
-    )
+__all__ = ["MinitronMethod", "pick_candidates", "removed_importance"]
 
 
 def removed_importance(arch: Arch, shape: Arch, importance: Importance) -> float:
     """How much measured importance a shape throws away: the removed share of each axis's
-    total score (hidden channels; per-layer MLP neurons and heads, averaged; layers), summed.
-    A cheap proxy used to pick which candidates to evaluate."""
+    total score (hidden channels; per-layer (and per-expert) MLP neurons, heads and experts,
+    averaged; layers), summed. A cheap proxy used to pick which candidates to evaluate."""
 
     def share(scores: torch.Tensor, keep: int) -> float:
         total = float(scores.sum())
         return 0.0 if total <= 0 else 1.0 - float(scores[top_indices(scores, keep)].sum()) / total
 
     hd = share(importance.hidden, shape.hidden)
-    mlp = sum(share(r, shape.intermediate) for r in importance.neurons) / arch.layers
+    rows = importance.neurons.reshape(-1, importance.neurons.shape[-1])
+    mlp = sum(share(r, shape.intermediate) for r in rows) / rows.shape[0]
     g, k = arch.kv_heads, shape.heads // shape.kv_heads
     heads = sum(share(grp, k) for row in importance.heads for grp in row.view(g, -1)) / (
         arch.layers * g
     )
     depth = share(importance.layers.clamp_min(0), shape.layers)
-    return hd + mlp + heads + depth
+    experts = 0.0
+    if importance.experts is not None:
+        experts = sum(share(r, shape.experts) for r in importance.experts) / arch.layers
+    return hd + mlp + heads + depth + experts
 
 
-def _family(arch: Arch, shape: Arch) -> tuple[bool, bool, bool, bool]:
-    """Which axes a shape changes (depth, heads, mlp, hidden)."""
+def _family(arch: Arch, shape: Arch) -> tuple[bool, ...]:
+    """Which axes a shape changes (depth, heads, mlp, hidden, experts)."""
     return (
         shape.layers != arch.layers,
         shape.heads != arch.heads,
         shape.intermediate != arch.intermediate,
         shape.hidden != arch.hidden,
+        shape.experts != arch.experts,
     )
 
 
@@ -145,7 +75,7 @@ def pick_candidates(
     measured on SmolLM2 at -20 %, that skipped every width-only shape while width-only was the
     best by far. Round-robin over families lets the perplexity search decide between them.
     """
-    families: dict[tuple[bool, bool, bool, bool], list[Candidate]] = {}
+    families: dict[tuple[bool, ...], list[Candidate]] = {}
     for cand in sorted(candidates, key=lambda c: removed_importance(arch, c.arch, importance)):
         families.setdefault(_family(arch, cand.arch), []).append(cand)
     queues = sorted(

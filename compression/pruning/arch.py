@@ -7,11 +7,16 @@ every supported architecture before and after pruning.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
-__all__ = ["Arch", "Candidate", "candidate_shapes"]
+__all__ = ["AXES", "Arch", "Candidate", "arch_from_config", "candidate_shapes"]
+
+# The axes pruning can shrink, in the order the families of shapes are described.
+AXES = ("depth", "heads", "mlp", "hidden", "experts")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class Arch:
     norm_params: int = 1  # per channel: 1 (RMSNorm weight) or 2 (LayerNorm weight + bias)
     norms_per_layer: int = 2
     lm_head_bias: bool = False
+    experts: int = 0  # 0: a dense MLP; otherwise routed experts of width ``intermediate``
+    experts_per_tok: int = 0  # experts each token is routed to (top-k), fixed by pruning
 
     @property
     def heads_per_group(self) -> int:
@@ -48,6 +55,8 @@ class Arch:
         mlp = mats * h * self.intermediate
         if self.mlp_bias:
             mlp += (mats - 1) * self.intermediate + h
+        if self.experts:  # every expert is an MLP; the router is one [experts, hidden] matrix
+            mlp = self.experts * mlp + self.experts * h
         return attn + mlp + self.norms_per_layer * self.norm_params * h
 
     def params(self) -> int:
@@ -72,15 +81,16 @@ class Candidate:
     def describe(self) -> dict[str, int | float]:
         """The axes a user sees in the job's events."""
         a = self.arch
-        return {
+        out: dict[str, int | float] = {
             "hidden_size": a.hidden,
             "intermediate_size": a.intermediate,
             "num_attention_heads": a.heads,
             "num_key_value_heads": a.kv_heads,
             "num_hidden_layers": a.layers,
-            "params": self.params,
-            "target_error": round(self.error, 6),
         }
+        if a.experts:
+            out["num_local_experts"] = a.experts
+        return {**out, "params": self.params, "target_error": round(self.error, 6)}
 
 
 def _widths(full: int, multiple: int, allowed: bool, floor: int) -> list[int]:
@@ -101,35 +111,43 @@ def candidate_shapes(
     min_layers: int = 1,
     tolerance: float = 0.01,
 ) -> list[Candidate]:
-    """Every homogeneous shape along ``axes`` ({"depth", "heads", "mlp", "hidden"}) whose count
-    is within ``tolerance`` of ``target_params``, nearest first.
+    """Every homogeneous shape along ``axes`` ({"depth", "heads", "mlp", "hidden", "experts"})
+    whose count is within ``tolerance`` of ``target_params``, nearest first.
 
     Hidden sizes are multiples of ``hidden_multiple`` (or the original), query heads a multiple
-    of the KV heads (whole GQA groups keep the same count). With "mlp" the MLP width is solved
-    for the target (rounded to ``mlp_multiple`` both ways) for each combination of the others,
-    so the grid lands on the target; without it, only combinations that happen to land count.
+    of the KV heads (whole GQA groups keep the same count), expert counts (mixture-of-experts
+    models) at least the experts each token uses. With "mlp" the MLP width is solved for the
+    target (rounded to ``mlp_multiple`` both ways) for each combination of the others, so the
+    grid lands on the target; without it, only combinations that happen to land count.
+    Mixture-of-experts widths are also multiples of 8, which fused expert kernels require.
     """
     axes = set(axes)
-    unknown = axes - {"depth", "heads", "mlp", "hidden"}
+    if arch.experts:  # grouped-matmul expert kernels need 16-byte strides (8 bf16 values)
+        mlp_multiple = math.lcm(mlp_multiple, 8)
+        hidden_multiple = math.lcm(hidden_multiple, 8)
+    unknown = axes - set(AXES)
     if unknown:
         raise ValueError(f"unknown pruning axes {sorted(unknown)}")
     hiddens = _widths(arch.hidden, hidden_multiple, "hidden" in axes, arch.hidden // 4)
     groups = range(arch.heads_per_group, 0, -1) if "heads" in axes else [arch.heads_per_group]
     depths = range(arch.layers, min_layers - 1, -1) if "depth" in axes else [arch.layers]
+    experts = [arch.experts]
+    if "experts" in axes and arch.experts:
+        experts = list(range(arch.experts, max(1, arch.experts_per_tok) - 1, -1))
     found: dict[Arch, Candidate] = {}
-    for hidden in hiddens:
-        for per_group in groups:
-            for layers in depths:
-                base = replace(arch, hidden=hidden, heads=per_group * arch.kv_heads, layers=layers)
-                widths = [arch.intermediate]
-                if "mlp" in axes:
-                    widths = _solve_mlp(base, target_params, mlp_multiple)
-                for width in widths:
-                    shape = replace(base, intermediate=width)
-                    params = shape.params()
-                    error = params / target_params - 1.0
-                    if abs(error) <= tolerance and shape != arch:
-                        found[shape] = Candidate(shape, params, error)
+    for hidden, per_group, layers, n_experts in itertools.product(hiddens, groups, depths, experts):
+        base = replace(
+            arch, hidden=hidden, heads=per_group * arch.kv_heads, layers=layers, experts=n_experts
+        )
+        widths = [arch.intermediate]
+        if "mlp" in axes:
+            widths = _solve_mlp(base, target_params, mlp_multiple)
+        for width in widths:
+            shape = replace(base, intermediate=width)
+            params = shape.params()
+            error = params / target_params - 1.0
+            if abs(error) <= tolerance and shape != arch:
+                found[shape] = Candidate(shape, params, error)
     return sorted(found.values(), key=lambda c: (abs(c.error), -c.params))
 
 
@@ -141,3 +159,57 @@ def _solve_mlp(base: Arch, target: int, multiple: int) -> list[int]:
     exact = (target - replace(base, intermediate=0).params()) / one
     lo = math.floor(exact / multiple) * multiple
     return [w for w in (lo, lo + multiple) if multiple <= w <= base.intermediate]
+
+
+# Model types whose config.json alone describes the shape (norms per block, biases).
+_NORMS_PER_LAYER = {"gemma2": 4, "phi": 1}
+_CONFIG_TYPES = {"llama", "mistral", "qwen2", "gemma", "gemma2", "phi", "mixtral"}
+
+
+def arch_from_config(config: Mapping[str, Any], total_params: int) -> Arch | None:
+    """The :class:`Arch` a transformers ``config.json`` describes, if it has exactly
+    ``total_params`` parameters (the count read from the checkpoint); None for model types
+    not listed here or when the count disagrees, so a caller never plans on a wrong shape.
+
+    Lets the API check a ``minitron`` target at submit time without loading the model.
+    """
+    model_type = config.get("model_type")
+    if model_type not in _CONFIG_TYPES:
+        return None
+    try:
+        hidden = int(config["hidden_size"])
+        heads = int(config["num_attention_heads"])
+        kv_heads = int(config.get("num_key_value_heads") or heads)
+        base = Arch(
+            hidden=hidden,
+            intermediate=int(config["intermediate_size"]),
+            heads=heads,
+            kv_heads=kv_heads,
+            layers=int(config["num_hidden_layers"]),
+            head_dim=int(config.get("head_dim") or hidden // heads),
+            vocab=int(config["vocab_size"]),
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    phi = model_type == "phi"
+    attention_bias = bool(config.get("attention_bias", False))
+    experts = int(config.get("num_local_experts") or 0) if model_type == "mixtral" else 0
+    shaped = replace(
+        base,
+        qkv_bias=phi or attention_bias or model_type == "qwen2",
+        o_bias=phi or attention_bias,
+        mlp_bias=phi or bool(config.get("mlp_bias", False)),
+        gated=not phi,
+        norm_params=2 if phi else 1,
+        norms_per_layer=_NORMS_PER_LAYER.get(str(model_type), 2),
+        lm_head_bias=phi,
+        experts=experts,
+        experts_per_tok=int(config.get("num_experts_per_tok") or 0) if experts else 0,
+    )
+    # Whether the head is tied depends on per-type defaults a config.json may leave out: the
+    # checkpoint's count decides.
+    for tied in (True, False):
+        arch = replace(shaped, tied=tied)
+        if arch.params() == total_params:
+            return arch
+    return None

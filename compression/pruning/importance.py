@@ -5,7 +5,9 @@ per-sequence values are combined by L2 over sequences, the "(L2, mean)" aggregat
 found best:
 
 - attention heads: the norm of each head's output (the input of the output projection);
-- MLP neurons: the activation entering the down projection;
+- MLP neurons: the activation entering the down projection (for a mixture of experts, per
+  expert, counting the tokens routed to it; other tokens contribute zero);
+- experts: the mean routing weight each expert receives per token (router statistics);
 - hidden channels: the outputs of every norm layer, summed over layers;
 - layers: Block Importance 1 - mean cos(input, output) of each block (ShortGPT), or the
   perplexity increase when the block alone is removed (:func:`layer_removal_scores`).
@@ -32,9 +34,10 @@ class Importance:
     """Scores of every prunable unit of the original model (higher = keep)."""
 
     heads: torch.Tensor  # [layers, heads]
-    neurons: torch.Tensor  # [layers, intermediate]
+    neurons: torch.Tensor  # [layers, intermediate], or [layers, experts, intermediate]
     hidden: torch.Tensor  # [hidden]
     layers: torch.Tensor  # [layers]
+    experts: torch.Tensor | None = None  # [layers, experts] for a mixture of experts
 
 
 def _output(out: Any) -> torch.Tensor:
@@ -56,7 +59,13 @@ def measure_importance(
     arch = arch_of(model)
     head_dim, n_heads = arch.head_dim, arch.heads
     heads = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    neurons = torch.zeros(n_layers, lay.blocks[0].up.out_features, dtype=torch.float64)
+    moe = arch.experts > 0
+    width = arch.intermediate
+    neurons = torch.zeros(
+        (n_layers, arch.experts, width) if moe else (n_layers, width), dtype=torch.float64
+    )
+    routed = torch.zeros(n_layers, arch.experts, dtype=torch.float64)
+    batch_shape: list[tuple[int, int]] = [(0, 0)]  # [b, t] of the current forward
     norm_modules = [nm for b in lay.blocks for nm in b.norms] + [lay.final_norm]
     hidden_sq = torch.zeros(len(norm_modules), lay.embed.embedding_dim, dtype=torch.float64)
     cos_sum = torch.zeros(n_layers, dtype=torch.float64)
@@ -78,6 +87,27 @@ def measure_importance(
 
         return hook
 
+    def on_moe(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        batch_shape[0] = tuple(args[0].shape[:2])  # the experts only see flattened tokens
+
+    def on_experts(i: int) -> Any:
+        def hook(m: Any, args: tuple[Any, ...]) -> None:  # m: the fused experts module
+            x, index, weights = args[0].float(), args[1], args[2].float()  # [N, h], [N, k] x2
+            b, t = batch_shape[0]
+            for e in range(m.gate_up_proj.shape[0]):
+                hit = index == e  # [N, k]
+                routed[i, e] += (weights * hit).sum().double().cpu()
+                tokens_e = hit.any(dim=-1)  # [N]
+                if not bool(tokens_e.any()):
+                    continue
+                gate, up = F.linear(x[tokens_e], m.gate_up_proj[e].float()).chunk(2, dim=-1)
+                a = torch.zeros(x.shape[0], width, device=x.device)
+                a[tokens_e] = (m.act_fn(gate) * up).abs()
+                per_seq = a.view(b, t, width).mean(dim=1)  # [b, width]
+                neurons[i, e] += per_seq.double().pow(2).sum(dim=0).cpu()
+
+        return hook
+
     def on_norm(j: int) -> Any:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
             a = _output(out).float().abs().mean(dim=1)  # [b, hidden]
@@ -95,7 +125,13 @@ def measure_importance(
 
     for i, b in enumerate(lay.blocks):
         hooks.append(b.o.register_forward_pre_hook(on_o(i)))
-        hooks.append(b.down.register_forward_pre_hook(on_down(i)))
+        if b.moe is not None:
+            mlp = getattr(b.block, "mlp")  # noqa: B009 - model_layout found it
+            hooks.append(mlp.register_forward_pre_hook(on_moe))
+            hooks.append(b.moe.experts.register_forward_pre_hook(on_experts(i)))
+        else:
+            assert b.down is not None
+            hooks.append(b.down.register_forward_pre_hook(on_down(i)))
         hooks.append(b.block.register_forward_hook(on_block(i), with_kwargs=True))
     for j, nm in enumerate(norm_modules):
         hooks.append(nm.register_forward_hook(on_norm(j)))
@@ -117,6 +153,7 @@ def measure_importance(
         neurons=neurons.sqrt().float(),
         hidden=hidden_sq.sqrt().sum(dim=0).float(),
         layers=(1.0 - cos_sum / max(1, tokens)).float(),
+        experts=(routed / max(1, tokens)).float() if moe else None,
     )
 
 

@@ -270,3 +270,30 @@ def test_unreachable_target_of_a_local_model_is_refused_at_submit(
     # A Hub model cannot be inspected from the API: the worker checks it when loading.
     hub = api.post("/v1/jobs", json=body(text_files, target={"params": 1000}), headers=auth())
     assert hub.status_code == 202
+
+
+def test_unreachable_minitron_shape_is_refused_at_submit(
+    api: TestClient, auth, text_files, tmp_path
+) -> None:
+    """minitron's shape search runs on config.json + the checkpoint header, without torch."""
+    from tests.tiny import save_tiny_llama
+
+    model = save_tiny_llama(tmp_path / "tiny", layers=4)
+    depth_only = {"name": "minitron", "axes": ["depth"]}
+    r = api.post(
+        "/v1/jobs",
+        json=body(text_files, model={"path": str(model)}, method=depth_only),
+        headers=auth(),
+    )
+    # Whole layers of a 4-layer model cannot land within 1 % of -20 %.
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert "closest achievable" in error["message"] and "'mlp' axis" in error["message"]
+    assert error["details"]["field"] == "target" and error["details"]["closest_params"] > 0
+    searched = {"name": "minitron", "hidden_multiple": 16, "mlp_multiple": 1}
+    ok = api.post(
+        "/v1/jobs",
+        json=body(text_files, model={"path": str(model)}, method=searched),
+        headers=auth(),
+    )
+    assert ok.status_code == 202, ok.text

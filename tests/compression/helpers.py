@@ -12,6 +12,10 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -27,6 +31,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
 )
 
 VOCAB = 256
@@ -102,6 +108,71 @@ def tiny_phi(seed: int = 0) -> PhiForCausalLM:
         partial_rotary_factor=0.5,
     )
     return PhiForCausalLM(cfg).eval()
+
+
+def tiny_gemma(seed: int = 0) -> GemmaForCausalLM:
+    """2-layer Gemma: embeddings scaled by sqrt(hidden_size), (1 + weight) RMSNorms, tied."""
+    torch.manual_seed(seed)
+    cfg = GemmaConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=VOCAB,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    model = GemmaForCausalLM(cfg).eval()
+    with torch.no_grad():  # (1 + weight) norms start at weight 0: make them differ
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def tiny_gemma2(seed: int = 0) -> Gemma2ForCausalLM:
+    """2-layer Gemma 2: four norms per block, logit soft-capping, alternating sliding window."""
+    torch.manual_seed(seed)
+    cfg = Gemma2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=VOCAB,
+        sliding_window=8,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    model = Gemma2ForCausalLM(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def tiny_qwen2_moe(seed: int = 0) -> Qwen2MoeForCausalLM:
+    """2-layer Qwen2-MoE: routed experts plus a gated shared expert."""
+    torch.manual_seed(seed)
+    cfg = Qwen2MoeConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=VOCAB,
+    )
+    return Qwen2MoeForCausalLM(cfg).eval()
 
 
 def tiny_mamba(seed: int = 0) -> MambaForCausalLM:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,15 @@ from compression.lowrank import count_parameters
 from compression.methods import available_methods, get_method
 from compression.planning import UnreachableTargetError, resolve_target
 from compression.progress import RecordingReporter
+from compression.pruning.layout import arch_of
 from tests.compression.helpers import (
     correlated_blocks,
     run_isolated,
+    tiny_gemma,
+    tiny_gemma2,
     tiny_llama,
     tiny_mistral,
+    tiny_mixtral,
     tiny_phi,
     tiny_qwen2,
 )
@@ -45,9 +50,34 @@ print("RESULT:" + json.dumps({{
     "params": sum(p.numel() for p in model.parameters()),
     "auto_map": "auto_map" in cfg,
     "shape": [cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"],
-              cfg["num_hidden_layers"], cfg.get("head_dim")],
+              cfg["num_hidden_layers"], cfg.get("head_dim"), cfg.get("num_local_experts")],
 }}))
 """
+
+
+def _export_and_reload(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, tmp_path: Path
+) -> dict[str, object]:
+    """Save ``model`` as an artifact, reload it in a fresh interpreter with plain transformers,
+    and check it computes and generates what the in-memory model does."""
+    ids = correlated_blocks(2, 16, seed=5)
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+    expected = model.generate(ids[:1, :6], max_new_tokens=8, do_sample=False)
+    dest = tmp_path / "pruned"
+    export_artifact(model, tokenizer, dest, model_card="# pruned\n")
+    torch.save(ids, tmp_path / "ids.pt")
+    torch.save(ref, tmp_path / "ref.pt")
+    out = run_isolated(
+        PLAIN_RELOAD.format(
+            path=str(dest), ids=str(tmp_path / "ids.pt"), ref=str(tmp_path / "ref.pt")
+        ),
+        tmp_path,
+    )
+    assert out["class"] == type(model).__name__ and not out["auto_map"]
+    assert out["max_diff"] <= 1e-5 and out["generated"] == expected.tolist()
+    assert out["params"] == count_parameters(model)
+    return out
 
 
 def test_minitron_is_registered_and_documented() -> None:
@@ -61,7 +91,9 @@ def test_minitron_is_registered_and_documented() -> None:
 
 
 @pytest.mark.parametrize(
-    "factory", [lambda: tiny_llama(layers=4), tiny_qwen2, tiny_mistral, tiny_phi]
+    "factory",
+    [lambda: tiny_llama(layers=4), tiny_qwen2, tiny_mistral, tiny_phi, tiny_gemma2],
+    ids=["llama", "qwen2", "mistral", "phi", "gemma2"],
 )
 def test_prune_to_target_export_and_reload_without_custom_code(
     factory: Callable[[], PreTrainedModel], tmp_path: Path, tokenizer: PreTrainedTokenizerFast
@@ -80,29 +112,69 @@ def test_prune_to_target_export_and_reload_without_custom_code(
     assert 1 <= len(scored) <= 8 and all(d["perplexity"] > 1 for d in scored)
     best = min(scored, key=lambda d: d["perplexity"])
     assert result.details["shape"]["params"] == best["params"]
-    ids = correlated_blocks(2, 16, seed=5)
-    with torch.no_grad():
-        ref = model(input_ids=ids).logits
-    expected = model.generate(ids[:1, :6], max_new_tokens=8, do_sample=False)
-    dest = tmp_path / "pruned"
-    export_artifact(model, tokenizer, dest, model_card="# pruned\n")
-    torch.save(ids, tmp_path / "ids.pt")
-    torch.save(ref, tmp_path / "ref.pt")
-    out = run_isolated(
-        PLAIN_RELOAD.format(
-            path=str(dest), ids=str(tmp_path / "ids.pt"), ref=str(tmp_path / "ref.pt")
-        ),
-        tmp_path,
-    )
-    assert out["class"] == type(model).__name__ and not out["auto_map"]
-    assert out["max_diff"] <= 1e-5 and out["generated"] == expected.tolist()
+    out = _export_and_reload(model, tokenizer, tmp_path)
     assert out["params"] == result.params_after
-    assert out["shape"][:4] == [
+    assert out["shape"] == [
         model.config.hidden_size,
         model.config.intermediate_size,
         model.config.num_attention_heads,
         model.config.num_hidden_layers,
+        model.config.head_dim,
+        getattr(model.config, "num_local_experts", None),
     ]
+
+
+@pytest.mark.parametrize("factory", [tiny_gemma, tiny_gemma2], ids=["gemma", "gemma2"])
+def test_gemma_hidden_pruning_keeps_the_embedding_scale_on_reload(
+    factory: Callable[[], PreTrainedModel], tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """Gemma multiplies embeddings by sqrt(hidden_size), rebuilt from the config on load: a
+    narrower hidden size must be compensated in the weights, or the reload computes another
+    model."""
+    model = factory()
+    target = replace(arch_of(model), hidden=48, intermediate=96).params()
+    config = MinitronConfig(**FINE, shape={"hidden_size": 48})
+    result = compress(model, config, blocks=correlated_blocks(12, 16), target_params=target)
+    assert model.config.hidden_size == 48 and result.details["shape"]["hidden_size"] == 48
+    _export_and_reload(model, tokenizer, tmp_path)
+
+
+def test_mixtral_experts_are_pruned_by_router_statistics(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """Experts alone (the least routed-to go), then a full search over every axis; both
+    export a standard Mixtral config. Expert widths stay multiples of 8 (grouped-matmul
+    kernels need 16-byte strides), so targets are taken from reachable shapes: one 8-neuron
+    step of the tiny model's experts is 6 % of it."""
+    model = tiny_mixtral()
+    arch = arch_of(model)
+    target = replace(arch, experts=3).params()
+    result = compress(
+        model,
+        MinitronConfig(**FINE, axes=["experts"]),
+        blocks=correlated_blocks(12, 16),
+        target_params=target,
+    )
+    assert model.config.num_local_experts == 3 and result.details["shape"]["num_local_experts"] == 3
+    assert result.params_after == target
+    out = _export_and_reload(model, tokenizer, tmp_path)
+    assert out["shape"][5] == 3
+
+    model = tiny_mixtral()
+    target = replace(arch, experts=3, intermediate=72, layers=1).params()
+    reporter = RecordingReporter()
+    result = compress(
+        model,
+        MinitronConfig(**FINE),
+        blocks=correlated_blocks(12, 16),
+        target_params=target,
+        reporter=reporter,
+    )
+    assert abs(result.params_after / target - 1) <= 0.01
+    assert model.config.intermediate_size % 8 == 0
+    scored = [d for _, msg, d in reporter.events if msg == "candidate scored"]
+    assert len({d["num_local_experts"] for d in scored}) > 1  # expert counts were compared
+    _export_and_reload(model, tokenizer, tmp_path / "searched")
 
 
 def test_pinned_shape_and_depth_only() -> None:
@@ -138,12 +210,11 @@ def test_perplexity_layer_metric_and_contiguous_cut() -> None:
     assert kept[0] == 0 and kept[-1] == 3 and len(kept) == 2
 
 
-def test_mixture_of_experts_fails_with_a_clear_message() -> None:
-    from tests.compression.helpers import tiny_mixtral
+def test_shared_expert_mixtures_fail_with_a_clear_message() -> None:
+    from tests.compression.helpers import tiny_qwen2_moe
 
-    model = tiny_mixtral()
     with pytest.raises(ValueError, match="mixture-of-experts"):
-        get_method("minitron").plan(model, MinitronConfig(), target_params=1000)
+        get_method("minitron").plan(tiny_qwen2_moe(), MinitronConfig(), target_params=1000)
 
 
 def test_candidate_picking_covers_every_family_of_axes() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -18,9 +19,10 @@ from compression.pruning.layout import arch_of, model_layout
 from compression.pruning.prune import choose_layers, prune_model, top_indices
 from tests.compression.helpers import (
     correlated_blocks,
+    tiny_gemma,
+    tiny_gemma2,
     tiny_llama,
     tiny_mistral,
-    tiny_mixtral,
     tiny_phi,
     tiny_qwen2,
 )
@@ -30,6 +32,8 @@ DENSE: dict[str, Callable[[], PreTrainedModel]] = {
     "qwen2": tiny_qwen2,
     "mistral": tiny_mistral,
     "phi": tiny_phi,
+    "gemma": tiny_gemma,
+    "gemma2": tiny_gemma2,
 }
 
 
@@ -64,11 +68,6 @@ def test_arch_counts_every_parameter_before_and_after_pruning(name: str) -> None
     with torch.no_grad():
         out = model(input_ids=correlated_blocks(2, 12)).logits
     assert out.shape == (2, 12, arch.vocab) and torch.isfinite(out).all()
-
-
-def test_mixture_of_experts_is_refused_with_a_clear_message() -> None:
-    with pytest.raises(ValueError, match="mixture-of-experts"):
-        arch_of(tiny_mixtral())
 
 
 def test_candidates_land_within_tolerance_on_the_allowed_axes() -> None:
@@ -106,7 +105,7 @@ def test_top_indices_and_layer_choice() -> None:
     assert choose_layers(scores, 7, contiguous=True) == list(range(7))
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "phi"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "phi", "gemma2"])
 def test_removing_heads_and_neurons_equals_zeroing_them(name: str) -> None:
     """Dropping a head / neuron is exact: the same as zeroing its column of the output
     projection (o_proj / down_proj) in the unpruned model."""
@@ -205,3 +204,17 @@ def test_layer_removal_scores_restore_the_model() -> None:
     scores = layer_removal_scores(model, blocks)
     assert scores.shape == (3,) and torch.isfinite(scores).all()
     assert [id(m) for m in model.model.layers] == before
+
+
+@pytest.mark.parametrize("name", [*DENSE, "mixtral"])
+def test_arch_from_config_matches_the_loaded_model(name: str) -> None:
+    """The API's torch-free reading of config.json gives the shape the worker will see."""
+    from compression.pruning.arch import arch_from_config
+    from tests.compression.helpers import tiny_mixtral
+
+    model = tiny_mixtral() if name == "mixtral" else DENSE[name]()
+    config = json.loads(model.config.to_json_string(use_diff=True))  # what save_pretrained writes
+    total = count_parameters(model)
+    assert arch_from_config(config, total) == arch_of(model)
+    assert arch_from_config(config, total + 1) is None  # a count it cannot explain: no plan
+    assert arch_from_config({**config, "model_type": "mamba"}, total) is None
