@@ -1,9 +1,11 @@
 """GPU timing of `lillama` on a 1B-parameter Llama shape with random weights (bf16).
 
 Prints a markdown table: the GPU's measured bf16 matmul peak, the end-to-end compression time
-and calibration tokens per second (Grams, SVDs, training, propagation: everything), and the
-training steps alone: tokens per second and the share of the matmul peak they reach (FLOPs of
-one step counted by ``torch.utils.flop_counter``, forward and backward).
+and calibration tokens per second (Grams, SVDs, training, propagation: everything), with the
+model on the GPU and streamed (the model in CPU memory, one layer at a time on the GPU, as the
+worker runs it) with each one's peak GPU memory, and the training steps alone: tokens per
+second and the share of the matmul peak they reach (FLOPs of one step counted by
+``torch.utils.flop_counter``, forward and backward).
 
     python bench/lillama_gpu.py                      # on the lent GPU (see docs/BENCHMARKS.md)
     python bench/lillama_gpu.py --device cpu --tiny  # a smoke test of the script itself
@@ -135,6 +137,28 @@ def main() -> None:
     _sync(device)
     e2e = time.perf_counter() - t0
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
+    del student
+
+    # Streamed, as the worker runs lillama on a GPU: the model in CPU memory, one layer at a
+    # time on the device (peak device memory: one layer and one batch of activations).
+    student = copy.deepcopy(model).to("cpu")
+    model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    compress(
+        student,
+        LillamaConfig(batch_size=args.batch_size),
+        blocks=blocks,
+        target_params=resolve_target(total, ratio=args.ratio),
+        device=device,
+    )
+    _sync(device)
+    streamed = time.perf_counter() - t0
+    peak_streamed = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
@@ -159,6 +183,12 @@ def main() -> None:
         ),
         ("parameters after", f"{run.params_after:,}"),
         ("peak GPU memory", f"{peak_mem / 2**30:.2f} GiB" if peak_mem else "n/a"),
+        ("model weights", f"{model_bytes / 2**30:.2f} GiB"),
+        ("end-to-end, streamed (model in CPU memory)", f"{streamed:.1f} s"),
+        (
+            "peak GPU memory, streamed",
+            f"{peak_streamed / 2**30:.2f} GiB" if peak_streamed else "n/a",
+        ),
         ("timed steps, loss after", f"{result.steps}, {result.loss_after:.4f}"),
     ]
     print("| measure | value |\n|---|---:|")

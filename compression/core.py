@@ -22,13 +22,15 @@ def compress(
     target_params: int,
     reporter: Reporter | None = None,
     workdir: Path | None = None,
+    device: str | torch.device | None = None,
 ) -> MethodResult:
     """Compress ``model`` in place with the method named by ``method_config.name``.
 
     ``blocks`` are calibration tokens [n_blocks, seq_len]; ``target_params`` counts unique
     parameters of the whole model. Raises ``UnreachableTargetError`` before any expensive work.
     ``workdir`` is a scratch folder kept across attempts of one job: methods that checkpoint
-    (``lillama``) resume from it.
+    (``lillama``) resume from it. ``device`` is where to compute when it is not where the
+    model is (``lillama`` then streams one layer at a time onto it).
     """
     method = get_method(method_config.name)
     return method.run(
@@ -38,4 +40,5 @@ def compress(
         target_params=target_params,
         reporter=reporter or NullReporter(),
         workdir=workdir,
+        device=device,
     )

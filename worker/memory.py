@@ -31,6 +31,7 @@ class PeakMemory:
         self.device = device
         self.interval = interval
         self.peak_rss = 0
+        self._gpu_earlier = 0  # CUDA peak before the last stage reset
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,10 +51,22 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join(timeout=1)
 
+    def begin_stage(self) -> None:
+        """Start a per-stage CUDA peak (the job's overall peak is kept)."""
+        if self.device == "cuda":
+            self._gpu_earlier = max(self._gpu_earlier, int(torch.cuda.max_memory_allocated()))
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def stage_gpu_bytes(self) -> int | None:
+        """CUDA peak since :meth:`begin_stage` (None on CPU)."""
+        return int(torch.cuda.max_memory_allocated()) if self.device == "cuda" else None
+
     def snapshot(self) -> dict[str, int]:
         """Peak memory so far, in bytes."""
         self.peak_rss = max(self.peak_rss, _rss_bytes())
         out = {"peak_rss_bytes": self.peak_rss}
         if self.device == "cuda":
-            out["peak_gpu_bytes"] = int(torch.cuda.max_memory_allocated())
+            gpu = max(self._gpu_earlier, int(torch.cuda.max_memory_allocated()))
+            out["peak_gpu_bytes"] = gpu
         return out

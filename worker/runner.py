@@ -205,6 +205,12 @@ def _execute(
         # --- compressing
         t0 = time.monotonic()
         reporter.enter("compressing")
+        # A method that streams layers gets the model in CPU memory and the accelerator as its
+        # compute device: GPU memory then holds one layer and its activations, not the model.
+        streaming = getattr(method, "streams_layers", False) and device != "cpu"
+        if streaming:
+            model.to("cpu")
+            memory.begin_stage()
         result = method.run(
             model,
             config,
@@ -212,7 +218,11 @@ def _execute(
             target_params=target_params,
             reporter=reporter,
             workdir=settings.work_root / job_id,
+            device=device if streaming else None,
         )
+        if streaming:
+            metrics["peak_gpu_bytes_compressing"] = memory.stage_gpu_bytes()
+            model.to(device)
         params_after = count_parameters(model)
         metrics.update(
             params_before=params_before,

@@ -7,7 +7,8 @@ through any layer on its own. Shared by the block-local methods (``lillama``; la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -16,7 +17,15 @@ from torch import nn
 from compression.distill.activations import ActivationList, SpillPool
 from compression.distill.blockwise import run_block
 
-__all__ = ["Activations", "Context", "capture_layer_inputs", "decoder_layers", "propagate"]
+__all__ = [
+    "Activations",
+    "Context",
+    "capture_layer_inputs",
+    "contexts_on",
+    "decoder_layers",
+    "placed",
+    "propagate",
+]
 
 Context = tuple[tuple[Any, ...], dict[str, Any]]
 # Per-batch activations: in RAM, or in a SpillPool list that may keep some on disk.
@@ -132,3 +141,41 @@ def propagate(
         args, kwargs = contexts[i]
         out.append(run_block(layer, inputs[i].to(param.device, param.dtype), args, kwargs).cpu())
     return out
+
+
+def _moved(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, tuple | list):
+        return type(obj)(_moved(x, device) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _moved(v, device) for k, v in obj.items()}
+    return obj  # None, flags, config objects: nothing to move
+
+
+def contexts_on(contexts: Sequence[Context], device: torch.device) -> list[Context]:
+    """``contexts`` with every tensor (position embeddings, masks …) on ``device``; entries
+    shared between batches stay shared, so each distinct context is copied once."""
+    copies: dict[int, Context] = {}
+    out = []
+    for ctx in contexts:
+        if id(ctx) not in copies:
+            copies[id(ctx)] = _moved(ctx, device)
+        out.append(copies[id(ctx)])
+    return out
+
+
+@contextlib.contextmanager
+def placed(layer: nn.Module, device: torch.device | None) -> Iterator[None]:
+    """Run the body with ``layer`` on ``device`` (when given), then move it back where it was:
+    streaming one layer at a time onto an accelerator keeps its memory to one layer, with
+    the model itself in CPU memory. Modules the body swaps in come back too."""
+    if device is None:
+        yield
+        return
+    home = next(layer.parameters()).device
+    layer.to(device)
+    try:
+        yield
+    finally:
+        layer.to(home)

@@ -11,7 +11,9 @@ stream layer by layer, keeping only the current layer's activations:
 4. x_T <- y, x_S <- S(x_S).
 
 Layers without planned modules are only propagated; with bottom-first plans the layers above the
-last planned one are never run.
+last planned one are never run. Given a ``device`` (a GPU) while the model stays in CPU memory,
+each layer is moved there for its turn and back afterwards: accelerator memory holds one layer
+and one batch of activations, and layers above the last planned one are never moved at all.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from compression.distill.streaming import (
     Activations,
     Context,
     capture_layer_inputs,
+    contexts_on,
     decoder_layers,
+    placed,
     propagate,
 )
 from compression.lowrank import (
@@ -69,6 +73,7 @@ class LillamaMethod:
 
     name = "lillama"
     config_class = LillamaConfig
+    streams_layers = True  # accepts a compute ``device`` apart from where the model lives
 
     def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
         """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
@@ -83,12 +88,14 @@ class LillamaMethod:
         target_params: int,
         reporter: Reporter | None = None,
         workdir: Path | None = None,
+        device: str | torch.device | None = None,
     ) -> MethodResult:
         """Factorise and distil ``model``'s planned Linears in place, layer by layer.
 
         With ``workdir``, every finished block is checkpointed there; a later call for the same
         model, config, target and calibration tokens (a restarted job) loads those blocks instead
-        of training them again and gives the same result as an uninterrupted run.
+        of training them again and gives the same result as an uninterrupted run. With
+        ``device``, each layer computes there in turn while the model stays where it is.
         """
         reporter = reporter or NullReporter()
         config = _as_config(config)
@@ -119,9 +126,11 @@ class LillamaMethod:
                 None if workdir is None else workdir / "lillama-activations",
             )
             try:
+                stream = None if device is None else torch.device(device)
                 return self._run(
-                    model, config, plan, blocks, target_params, reporter, checkpoints, pool
-                )
+                    model, config, plan, blocks, target_params, reporter, checkpoints, pool,
+                    stream,
+                )  # fmt: skip
             finally:
                 pool.close()
                 if workdir is not None:
@@ -139,6 +148,7 @@ class LillamaMethod:
         reporter: Reporter,
         checkpoints: BlockCheckpoints | None,
         pool: SpillPool,
+        stream: torch.device | None,
     ) -> MethodResult:
         chunks = list(blocks.split(config.batch_size))
         inputs: Activations | None = None
@@ -151,8 +161,10 @@ class LillamaMethod:
             prefix, layers = decoder_layers(model, [s.name for s in shapes])
             reporter.check_cancelled()
             inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
+            if stream is not None:
+                contexts = contexts_on(contexts, stream)
             spectra = self._spectra(
-                config, shapes, prefix, layers, inputs, contexts, reporter, pool
+                config, shapes, prefix, layers, inputs, contexts, reporter, pool, stream
             )
             plan = config.plan(
                 shapes,
@@ -188,6 +200,8 @@ class LillamaMethod:
             "target_params": target_params,
             "modules_factorised": len(names),
             "blocks": [],
+            "streamed_to": None if stream is None else str(stream),
+            "streamed_blocks": [],  # layers moved to ``streamed_to``: never those above the last
         }
         if not names:
             return MethodResult({}, plan.params_before, count_parameters(model), 0, details)
@@ -202,22 +216,27 @@ class LillamaMethod:
         if inputs is None:
             reporter.check_cancelled()
             inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
+            if stream is not None:
+                contexts = contexts_on(contexts, stream)
         x_t = x_s = inputs  # the same list until the first compressed layer
         for i in range(last + 1):
             reporter.check_cancelled()
             members = by_layer.get(i, [])
-            if members and checkpoints is not None and checkpoints.has(i):
-                x_t, x_s, info = self._resume_layer(
-                    checkpoints, i, layers[i], f"{prefix}.{i}", members, plan,
-                    x_t, x_s, contexts, pool,
-                )  # fmt: skip
-            else:
-                x_t, x_s, info = self._layer(
-                    config, layers[i], f"{prefix}.{i}", members, plan,
-                    x_t, x_s, contexts, reporter, pool,
-                )  # fmt: skip
-                if members and checkpoints is not None:
-                    checkpoints.save(i, layers[i], info)
+            if stream is not None:
+                details["streamed_blocks"].append(i)
+            with placed(layers[i], stream):
+                if members and checkpoints is not None and checkpoints.has(i):
+                    x_t, x_s, info = self._resume_layer(
+                        checkpoints, i, layers[i], f"{prefix}.{i}", members, plan,
+                        x_t, x_s, contexts, pool,
+                    )  # fmt: skip
+                else:
+                    x_t, x_s, info = self._layer(
+                        config, layers[i], f"{prefix}.{i}", members, plan,
+                        x_t, x_s, contexts, reporter, pool,
+                    )  # fmt: skip
+                    if members and checkpoints is not None:
+                        checkpoints.save(i, layers[i], info)
             details["blocks"].append(info)
             verb = "resumed" if info.get("resumed") else "trained" if info["steps"] else "passed"
             reporter.event(
@@ -250,6 +269,7 @@ class LillamaMethod:
         contexts: list[Context],
         reporter: Reporter,
         pool: SpillPool,
+        stream: torch.device | None,
     ) -> dict[str, list[float]]:
         """Singular values of every candidate's (whitened) weight, from a teacher pass that
         streams the layers like the training pass does (one layer's activations at a time)."""
@@ -265,35 +285,53 @@ class LillamaMethod:
             reporter.check_cancelled()
             layer, members = layers[i], by_layer.get(i, [])
             local = [n.removeprefix(f"{prefix}.{i}.") for n in members]
-            grams = None
-            y: Activations
-            if members and config.whitening:
-                with recording_input_grams(layer, local) as recorder:
-                    y = pool.new()
-                    for xb, ctx in zip(x, contexts, strict=True):
-                        y.append(propagate(layer, [xb], [ctx])[0])
-                        recorder.end_batch()
-                by_local = recorder.result(local)
-                grams = {
-                    n: by_local[short]
-                    for n, short in zip(members, local, strict=True)
-                    if short in by_local
-                }
-            elif i < last:
-                y = propagate(layer, x, contexts, pool)
-            else:  # nothing above needs this layer's output
-                y = x
-            weights = {
-                n: dense_weight(layer.get_submodule(short))
-                for n, short in zip(members, local, strict=True)
-            }
-            spectra.update(singular_values(weights, grams, config.damping))
+            with placed(layer, stream):
+                x, layer_spectra = self._layer_spectra(
+                    config, layer, members, local, x, contexts, pool, last_layer=i == last
+                )
+            spectra.update(layer_spectra)
             reporter.event(
                 f"measured block {prefix}.{i}",
                 data={"index": i + 1, "total": last + 1, "modules": len(members)},
             )
-            x = y
         return spectra
+
+    @staticmethod
+    def _layer_spectra(
+        config: LillamaConfig,
+        layer: nn.Module,
+        members: list[str],
+        local: list[str],
+        x: Activations,
+        contexts: list[Context],
+        pool: SpillPool,
+        *,
+        last_layer: bool,
+    ) -> tuple[Activations, dict[str, list[float]]]:
+        """One layer of the spectra pass: (its outputs, its members' singular values)."""
+        grams = None
+        y: Activations
+        if members and config.whitening:
+            with recording_input_grams(layer, local) as recorder:
+                y = pool.new()
+                for xb, ctx in zip(x, contexts, strict=True):
+                    y.append(propagate(layer, [xb], [ctx])[0])
+                    recorder.end_batch()
+            by_local = recorder.result(local)
+            grams = {
+                n: by_local[short]
+                for n, short in zip(members, local, strict=True)
+                if short in by_local
+            }
+        elif not last_layer:
+            y = propagate(layer, x, contexts, pool)
+        else:  # nothing above needs this layer's output
+            y = x
+        weights = {
+            n: dense_weight(layer.get_submodule(short))
+            for n, short in zip(members, local, strict=True)
+        }
+        return y, singular_values(weights, grams, config.damping)
 
     def _resume_layer(
         self,
