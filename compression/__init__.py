@@ -43,7 +43,7 @@ _EXPORTS = {
     "load_texts": "compression.data",
     "perplexity": "compression.evaluation",
     "plan_uniform": "compression.planning",
-    "render_model_card": "compression.export",
+    "render_model_card": "compression.model_card",
     "resolve_target": "compression.planning",
     "token_blocks": "compression.data",
 }
@@ -102,11 +102,12 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from compression.core import compress
     from compression.data import TextSource, load_texts, token_blocks
     from compression.evaluation import artifact_size, perplexity
-    from compression.export import ArtifactFile, export_artifact, render_model_card
+    from compression.export import ArtifactFile, export_artifact
     from compression.loading import ModelSource, load_model
     from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
     from compression.methods import available_methods, get_method
     from compression.methods.base import MethodResult
+    from compression.model_card import render_model_card
     from compression.planning import (
         LinearShape,
         RankPlan,

@@ -9,9 +9,11 @@ import torch
 
 from app.settings import Settings
 from compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
+from compression.model_card import base_model_license
 from compression.synthetic import sample_blocks
 
 __all__ = [
+    "base_license",
     "describe_base",
     "job_device",
     "model_source",
@@ -49,6 +51,32 @@ def model_source(spec: dict[str, Any]) -> ModelSource:
         path=m.get("path"),
         gguf_file=m.get("gguf_file"),
     )
+
+
+def _cached_hub_file(repo_id: str, filename: str, revision: str) -> Path | None:
+    """A file of a Hub model already in the local cache (no network), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+def base_license(spec: dict[str, Any]) -> str | None:
+    """The base model's license, from its README.md or GGUF metadata (None if unsaid)."""
+    m = spec["model"]
+    gguf = m.get("gguf_file")
+    try:
+        if m.get("path"):
+            folder = Path(m["path"])
+            return base_model_license(folder, gguf_file=folder / gguf if gguf else None)
+        revision = m.get("revision") or "main"
+        if gguf:
+            path = _cached_hub_file(m["id"], gguf, revision)
+            return base_model_license(None, gguf_file=path) if path else None
+        readme = _cached_hub_file(m["id"], "README.md", revision)
+        return base_model_license(readme.parent) if readme else None
+    except (OSError, ValueError):  # an unreadable card is not worth failing the job for
+        return None
 
 
 def describe_base(spec: dict[str, Any]) -> str:

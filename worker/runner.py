@@ -40,6 +40,7 @@ from compression import (
 from compression.configs import METHOD_CONFIGS, KdConfig
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
+    base_license,
     describe_base,
     job_device,
     model_source,
@@ -281,6 +282,7 @@ def _execute(
             metrics=metrics,
             ranks=result.ranks or None,
             job_parameters={"job_id": job_id, **spec},
+            license=base_license(spec),
         )
         files = export_artifact(
             model.to("cpu"),

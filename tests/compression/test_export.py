@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from compression import compress
 from compression.configs import SvdConfig
-from compression.export import ArtifactFile, export_artifact, lowrank_remote_code, render_model_card
+from compression.export import ArtifactFile, export_artifact, lowrank_remote_code
 from compression.lowrank import LowRankLinear, count_parameters
 from compression.planning import resolve_target
 from tests.compression.helpers import (
@@ -177,46 +177,3 @@ def test_remote_code_embeds_the_library_class_source() -> None:
     compile(modeling, "modeling_slimforge_lowrank.py", "exec")
     # The library's class is injected verbatim: the same maths by construction, no second copy.
     assert inspect.getsource(LowRankLinear) in modeling
-
-
-def test_model_card() -> None:
-    card = render_model_card(
-        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
-        method="svd",
-        target="ratio 0.8",
-        params_before=134_515_008,
-        params_after=107_610_432,
-        metrics={
-            "teacher_perplexity": 10.5,
-            "student_perplexity": 30.25,
-            "tokens_used": 16384,
-            "stage_seconds": {"loading": 3.0, "compressing": 7.4},
-            "peak_rss_bytes": 3 * 2**30,
-            "ranks": {"a": 104, "b": 312},
-        },
-        ranks={"a": 104, "b": 312},
-        job_parameters={"whitening": True, "rank_multiple": 8},
-    )
-    front = card.split("---")[1]
-    assert 'base_model: "HuggingFaceTB/SmolLM2-135M-Instruct"' in front
-    assert "library_name: transformers" in front and "pipeline_tag: text-generation" in front
-    assert "- slimforge" in front and "- svd" in front
-    assert "## What was done" in card and "134,515,008 → 107,610,432" in card
-    assert "| perplexity (held-out text) | 10.500 | 30.250 |" in card
-    assert "| perplexity ratio | 1.00 | 2.88 |" in card
-    assert "- calibration tokens: 16,384" in card and "- peak memory: 3.00 GiB" in card
-    assert "- wall time: 10 s (loading 3 s, compressing 7 s)" in card
-    assert "'a': 104" not in card  # ranks live in config.json, not in the card's table
-    assert "from_pretrained(path, trust_remote_code=True)" in card
-    assert '"rank_multiple": 8' in card
-    dense = render_model_card(
-        base_model="x/y",
-        method="prune",
-        target="params 5",
-        params_before=10,
-        params_after=5,
-        metrics={},
-        ranks=None,
-        job_parameters={},
-    )
-    assert "trust_remote_code" not in dense and "from_pretrained(path)" in dense

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from huggingface_hub import ModelCard
 from sqlalchemy import select, update
 
 from app.jobs.models import Job
@@ -40,6 +41,7 @@ def test_job_runs_every_stage_and_stores_metrics_and_artifact(
     api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
 ) -> None:
     h = auth()
+    (tiny_model / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n")
     job_id = submit(api, h, tiny_model, text_files)
     factory = api.app.state.session_factory
     assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
@@ -68,8 +70,11 @@ def test_job_runs_every_stage_and_stores_metrics_and_artifact(
     files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()["files"]}
     assert {"config.json", "README.md", "generation_config.json", "tokenizer.json"} <= files
     assert any(f.endswith(".safetensors") for f in files)
-    card = api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text
-    assert f"{m['params_after']:,}" in card
+    card = ModelCard(api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text)
+    assert f"{m['params_after']:,}" in card.text
+    assert card.data.license == "apache-2.0"  # inherited from the base model's card
+    (result,) = card.data.eval_results
+    assert result.metric_value == round(m["student_perplexity"], 4)
 
 
 def test_a_redelivered_message_does_not_run_the_job_twice(
