@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
+from app.credentials.router import router as credentials_router
 from app.db import make_engine, make_session_factory
 from app.errors import AppError
 from app.health.router import router as health_router
@@ -101,4 +102,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(artifacts_router)
     app.include_router(methods_router)
+    app.include_router(credentials_router)
     return app

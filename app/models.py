@@ -2,7 +2,8 @@
 
 from app.artifacts.models import Artifact
 from app.auth.models import ApiKey, Tenant
+from app.credentials.models import HubCredential
 from app.db import Base
 from app.jobs.models import Job, JobEvent
 
-__all__ = ["ApiKey", "Artifact", "Base", "Job", "JobEvent", "Tenant"]
+__all__ = ["ApiKey", "Artifact", "Base", "HubCredential", "Job", "JobEvent", "Tenant"]

@@ -45,6 +45,21 @@ class Settings(BaseSettings):
     queue_name: str = "gpu"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sse_poll_seconds: float = Field(default=0.5, gt=0)
+    hub_endpoint: str = Field(
+        default="https://huggingface.co",
+        description="Hugging Face Hub (or a compatible server) that jobs push artifacts to.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description="Key material for encrypting stored credentials. Unset: a random key in "
+        "home/secret.key (one machine only; set the same value on the API and every worker).",
+    )
+    publish_attempts: int = Field(
+        default=4, ge=1, le=20, description="Tries per Hub call on 5xx, 429 or network errors."
+    )
+    publish_backoff_seconds: float = Field(
+        default=2.0, ge=0, description="First retry delay; doubles after each failed try."
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -20,10 +20,13 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts.models import Artifact
 from app.artifacts.service import record_artifact
 from app.artifacts.storage import LocalArtifactStore
+from app.credentials.service import get_hub_token
 from app.db import session_scope
 from app.jobs import lifecycle
+from app.jobs.models import Job
 from app.jobs.service import add_event
 from app.settings import Settings
 from compression import (
@@ -48,6 +51,7 @@ from worker.job_spec import (
     text_blocks,
 )
 from worker.memory import PeakMemory
+from worker.publish import PublishError, publish_artifact
 
 __all__ = ["JobReporter", "LeaseLost", "default_owner", "run_job"]
 
@@ -283,6 +287,7 @@ def _execute(
             ranks=result.ranks or None,
             job_parameters={"job_id": job_id, **spec},
             license=base_license(spec),
+            repo_id=(spec.get("output") or {}).get("hub_repo"),
         )
         files = export_artifact(
             model.to("cpu"),
@@ -298,6 +303,8 @@ def _execute(
         # --- storing: record the manifest so the API can list and serve the files.
         t0 = time.monotonic()
         reporter.enter("storing")
+        timings["storing"] = 0.0
+        metrics.update(memory.snapshot())
         with session_scope(reporter.factory) as session:
             record_artifact(
                 session,
@@ -305,11 +312,39 @@ def _execute(
                 location=job_id,
                 files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             )
-        timings["storing"] = round(time.monotonic() - t0, 3)
-        metrics.update(memory.snapshot())
+            timings["storing"] = round(time.monotonic() - t0, 3)
+            # One commit with the manifest: a stored artifact always has its metrics, and a
+            # restarted job that finds it goes straight to publishing.
+            lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
         return metrics
     finally:
         memory.stop()
+
+
+def _publish(*, settings: Settings, job: Job, reporter: JobReporter) -> None:
+    """The ``publishing`` stage: push the stored artifact to ``output.hub_repo``."""
+    reporter.enter("publishing")
+    output = job.spec["output"]
+    with session_scope(reporter.factory) as session:
+        try:
+            token = get_hub_token(session, tenant_id=job.tenant_id, settings=settings)
+        except ValueError as exc:  # a credential encrypted with another key
+            raise PublishError(str(exc)) from None
+    if token is None:
+        raise PublishError("no Hugging Face token is set: PUT /v1/credentials/hub")
+    message = output.get("commit_message") or f"slimforge: {job.method} (job {job.id})"
+    hub = publish_artifact(
+        folder=LocalArtifactStore(settings.artifacts_root).job_dir(job.id),
+        output=output,
+        token=token,
+        endpoint=settings.hub_endpoint,
+        commit_message=message,
+        reporter=reporter,
+        attempts=settings.publish_attempts,
+        backoff=settings.publish_backoff_seconds,
+    )
+    with session_scope(reporter.factory) as session:
+        lifecycle.merge_metrics(session, job_id=job.id, metrics={"hub": hub})
 
 
 def run_job(
@@ -336,9 +371,19 @@ def run_job(
     reporter.start_heartbeat()
     status, error = "succeeded", None
     try:
-        metrics = _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
         with session_factory() as session:
-            lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
+            stored = session.get(Artifact, job_id) is not None
+        if stored:  # an earlier attempt got as far as storing: only publishing is left
+            reporter.event("artifact already stored; continuing from there")
+        else:
+            _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
+        if (job.spec.get("output") or {}).get("hub_repo"):
+            _publish(settings=settings, job=job, reporter=reporter)
+    except PublishError as exc:
+        status, error = (
+            "failed",
+            f"{exc}. The artifact is kept: POST /v1/jobs/{job_id}/publish retries the push.",
+        )
     except LeaseLost:
         log.warning("job %s: lease lost to another worker; stopping", job_id)
         return None

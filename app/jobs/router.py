@@ -64,6 +64,24 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut
     return service.job_out(service.get_job(session, tenant_id=principal.tenant_id, job_id=job_id))
 
 
+@router.post("/{job_id}/publish", status_code=202, response_model=JobOut)
+def publish_job(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+) -> JobOut:
+    """Retry the Hub push of a job that failed at stage `publishing` (the artifact is kept)."""
+    job = service.request_publish(
+        session,
+        tenant_id=principal.tenant_id,
+        job_id=job_id,
+        enqueue=lambda jid: enqueue_job(celery, settings, jid),
+    )
+    return service.job_out(job)
+
+
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
     """Cancel a job: at once if queued, at the next block if running."""

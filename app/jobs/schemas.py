@@ -101,6 +101,38 @@ class EvaluationData(TextData):
         return self
 
 
+# Hub repository ids: "namespace/name", letters, digits, '-', '_', '.'; no '--' or '..'.
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$"
+
+
+class Output(_Input):
+    """Where the artifact goes besides the service's own storage."""
+
+    hub_repo: str = Field(
+        pattern=HUB_REPO_PATTERN,
+        description="Hub model repository to push to, 'org/name'; created if missing. Needs "
+        "a token set with PUT /v1/credentials/hub.",
+    )
+    private: bool = Field(default=True, description="Create the repository as private.")
+    revision: str = Field(
+        default="main",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$",
+        description="Branch to commit to (created from main if missing).",
+    )
+    commit_message: str | None = Field(
+        default=None, max_length=500, description="Default: 'slimforge: <method> <target>'."
+    )
+
+    @field_validator("hub_repo", "revision")
+    @classmethod
+    def _no_double_separators(cls, value: str) -> str:
+        if "--" in value or ".." in value:
+            raise ValueError("'--' and '..' are not allowed in Hub repository ids or revisions")
+        return value
+
+
 def _check_method(value: Any) -> Any:
     """Turn an unknown method name into a message that lists the available ones."""
     if isinstance(value, dict):
@@ -130,6 +162,12 @@ class JobCreate(_Input):
     calibration: TextData
     evaluation: EvaluationData | None = Field(
         default=None, description="Held-out text for perplexity; omit to skip evaluation."
+    )
+    output: Output | None = Field(
+        default=None,
+        description='Also push the artifact and its model card to the Hub: {"hub_repo": '
+        '"org/name"}. A failed push leaves the job failed at stage "publishing" with the '
+        "artifact kept; POST /v1/jobs/{id}/publish retries the push alone.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored as is.")
 

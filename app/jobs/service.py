@@ -17,7 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.artifacts.models import Artifact
 from app.auth.service import Principal
+from app.credentials.models import HubCredential
 from app.db import utcnow as now
 from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput
 from app.jobs.models import Job, JobEvent
@@ -32,6 +34,11 @@ from compression.pruning.search import search_space
 
 log = logging.getLogger("slimforge.api")
 
+_NO_TOKEN = (
+    "output.hub_repo needs a Hugging Face token for this tenant: set one with "
+    "PUT /v1/credentials/hub"
+)
+
 __all__ = [
     "add_event",
     "cancel_job",
@@ -40,6 +47,7 @@ __all__ = [
     "job_out",
     "list_events",
     "list_jobs",
+    "request_publish",
     "submit_job",
 ]
 
@@ -156,6 +164,8 @@ def submit_job(
                     f"(job {existing.id}); use a new key for a new job"
                 )
             return existing, False
+    if body.output is not None and session.get(HubCredential, principal.tenant_id) is None:
+        raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
     job = Job(
         tenant_id=principal.tenant_id,
         status="queued",
@@ -248,6 +258,30 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
             message="cancellation requested; the worker stops at the next block",
         )
     session.commit()
+    return job
+
+
+def request_publish(
+    session: Session, *, tenant_id: str, job_id: str, enqueue: Callable[[str], None]
+) -> Job:
+    """Queue the push of a job whose publishing failed; the worker runs that stage alone
+    (the artifact is already stored)."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if not (job.spec.get("output") or {}).get("hub_repo"):
+        raise Conflict(f"job '{job_id}' has no output.hub_repo to publish to")
+    if not (job.status == "failed" and job.stage == "publishing"):
+        raise Conflict(
+            f"only a job that failed while publishing can be published again; job '{job_id}' "
+            f"is {job.status}" + (f" (stage {job.stage})" if job.stage else "")
+        )
+    if session.get(Artifact, job.id) is None:
+        raise Conflict(f"job '{job_id}' has no stored artifact to publish")
+    if session.get(HubCredential, tenant_id) is None:
+        raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
+    job.status, job.error, job.finished_at = "queued", None, None
+    add_event(session, job_id=job.id, stage="publishing", message="publishing requested again")
+    session.commit()
+    enqueue(job.id)
     return job
 
 

@@ -151,12 +151,18 @@ def test_every_v1_route_needs_a_valid_key(api: TestClient, headers, fragment) ->
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/job_x"),
         ("POST", "/v1/jobs/job_x/cancel"),
+        ("POST", "/v1/jobs/job_x/publish"),
+        ("PUT", "/v1/credentials/hub"),
+        ("GET", "/v1/credentials/hub"),
+        ("DELETE", "/v1/credentials/hub"),
         ("GET", "/v1/jobs/job_x/events"),
         ("GET", "/v1/jobs/job_x/artifacts"),
         ("GET", "/v1/jobs/job_x/artifacts/a.json"),
         ("GET", "/v1/methods"),
     ]:
-        r = api.request(method, path, headers=headers, json={} if method == "POST" else None)
+        r = api.request(
+            method, path, headers=headers, json={} if method in ("POST", "PUT") else None
+        )
         assert r.status_code == 401, (method, path)
         assert fragment in r.json()["error"]["message"]
         assert r.headers["www-authenticate"] == "Bearer"

@@ -1,0 +1,1 @@
+"""Per-tenant credentials for outside services (the Hugging Face Hub), encrypted at rest."""

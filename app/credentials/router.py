@@ -1,0 +1,36 @@
+"""HTTP routes for credentials. The token is write-only: no route ever returns it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.credentials import service
+from app.credentials.schemas import HubCredentialIn, HubCredentialOut
+from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.errors import NotFound
+
+router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
+
+
+@router.put("/hub", response_model=HubCredentialOut)
+def put_hub_token(
+    body: HubCredentialIn, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> HubCredentialOut:
+    """Set the tenant's Hugging Face token, used to push jobs with `output.hub_repo`."""
+    return service.set_hub_token(
+        session, tenant_id=principal.tenant_id, token=body.token, settings=settings
+    )
+
+
+@router.get("/hub", response_model=HubCredentialOut)
+def get_hub_token_status(session: SessionDep, principal: PrincipalDep) -> HubCredentialOut:
+    """Whether a token is set (and its last characters); never the token itself."""
+    return service.describe_hub_token(session, tenant_id=principal.tenant_id)
+
+
+@router.delete("/hub", status_code=204)
+def delete_hub_token(session: SessionDep, principal: PrincipalDep) -> Response:
+    """Remove the tenant's token."""
+    if not service.delete_hub_token(session, tenant_id=principal.tenant_id):
+        raise NotFound("no Hub token is set for this tenant")
+    return Response(status_code=204)
