@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from compression.configs import MethodConfig
+from compression.distill.streaming import placed
 from compression.methods import MethodResult, get_method
 from compression.progress import NullReporter, Reporter
 
@@ -33,12 +35,25 @@ def compress(
     model is (``lillama`` then streams one layer at a time onto it).
     """
     method = get_method(method_config.name)
-    return method.run(
-        model,
-        method_config,
-        blocks=blocks,
-        target_params=target_params,
-        reporter=reporter or NullReporter(),
-        workdir=workdir,
-        device=device,
-    )
+    reporter = reporter or NullReporter()
+    if device is not None and getattr(method, "streams_layers", False):
+        streaming: Any = method  # its run() takes device= (see Method.run)
+        return streaming.run(
+            model,
+            method_config,
+            blocks=blocks,
+            target_params=target_params,
+            reporter=reporter,
+            workdir=workdir,
+            device=device,
+        )
+    # Other methods run where the model is: move it there for the run, then hand it back.
+    with placed(model, None if device is None else torch.device(device)):
+        return method.run(
+            model,
+            method_config,
+            blocks=blocks,
+            target_params=target_params,
+            reporter=reporter,
+            workdir=workdir,
+        )

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +32,7 @@ from app.settings import Settings
 from compression import (
     Cancelled,
     UnreachableTargetError,
+    compress,
     count_parameters,
     export_artifact,
     get_method,
@@ -40,7 +41,7 @@ from compression import (
     render_model_card,
     resolve_target,
 )
-from compression.configs import METHOD_CONFIGS, KdConfig
+from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
     base_license,
@@ -159,7 +160,7 @@ def _execute(
     device = job_device(settings)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     method_name = spec["method"]["name"]
-    config = METHOD_CONFIGS[method_name].model_validate(spec["method"])
+    config = cast(MethodConfig, METHOD_CONFIGS[method_name].model_validate(spec["method"]))
     method = get_method(method_name)
     memory = PeakMemory(device=device)
     memory.start()
@@ -216,7 +217,7 @@ def _execute(
         if streaming:
             model.to("cpu")
             memory.begin_stage()
-        result = method.run(
+        result = compress(
             model,
             config,
             blocks=blocks,

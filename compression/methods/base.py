@@ -60,13 +60,11 @@ class Method(Protocol):
         target_params: int,
         reporter: Reporter,
         workdir: Path | None = None,
-        device: str | torch.device | None = None,
     ) -> MethodResult:
         """Compress ``model`` in place and describe the result. ``workdir`` (optional) is a
         scratch folder that survives a crashed attempt of the same job, for checkpoints.
-        ``device`` (optional) is where to compute; the model is handed back where it was.
-        Methods with ``streams_layers = True`` move one decoder layer there at a time, the
-        others the whole model."""
+        Methods with ``streams_layers = True`` also take ``device=``: where to compute, one
+        decoder layer at a time, while the model stays where it is."""
         ...
 
 

@@ -67,6 +67,23 @@ def _as_config(config: Any) -> LillamaConfig:
     return config if isinstance(config, LillamaConfig) else LillamaConfig.model_validate(config)
 
 
+def _outputs_and_grams(
+    layer: nn.Module,
+    local: list[str],
+    x: Activations,
+    contexts: list[Context],
+    pool: SpillPool,
+) -> tuple[Activations, dict[str, torch.Tensor]]:
+    """The layer's outputs for every batch and the input Grams of its modules ``local``, from
+    one pass (a batch at a time, so spilled inputs stay on disk)."""
+    with recording_input_grams(layer, local) as recorder:
+        y = pool.new()
+        for xb, ctx in zip(x, contexts, strict=True):
+            y.append(propagate(layer, [xb], [ctx])[0])
+            recorder.end_batch()
+    return y, recorder.result(local)
+
+
 @register("lillama")
 class LillamaMethod:
     """Low-rank factors initialised by (whitened) SVD, trained block by block (Lillama)."""
@@ -312,12 +329,7 @@ class LillamaMethod:
         grams = None
         y: Activations
         if members and config.whitening:
-            with recording_input_grams(layer, local) as recorder:
-                y = pool.new()
-                for xb, ctx in zip(x, contexts, strict=True):
-                    y.append(propagate(layer, [xb], [ctx])[0])
-                    recorder.end_batch()
-            by_local = recorder.result(local)
+            y, by_local = _outputs_and_grams(layer, local, x, contexts, pool)
             grams = {
                 n: by_local[short]
                 for n, short in zip(members, local, strict=True)
@@ -397,12 +409,7 @@ class LillamaMethod:
         local = [n.removeprefix(block + ".") for n in members]
         grams: dict[str, torch.Tensor] = {}
         if config.whitening:
-            with recording_input_grams(layer, local) as recorder:
-                y = pool.new()
-                for x, ctx in zip(x_t, contexts, strict=True):
-                    y.append(propagate(layer, [x], [ctx])[0])
-                    recorder.end_batch()
-            grams = recorder.result(local)
+            y, grams = _outputs_and_grams(layer, local, x_t, contexts, pool)
         else:
             y = propagate(layer, x_t, contexts, pool)
 

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from compression.configs import MinitronConfig
-from compression.distill.streaming import placed
 from compression.evaluation import perplexity
 from compression.lowrank import count_parameters
 from compression.methods.base import MethodResult, register
@@ -131,19 +130,12 @@ class MinitronMethod:
         target_params: int,
         reporter: Reporter | None = None,
         workdir: Path | None = None,
-        device: str | torch.device | None = None,
     ) -> MethodResult:
         """Prune ``model`` in place to the best candidate shape near ``target_params``.
 
         Needs memory for one pruned copy at a time while candidates are scored. Fast enough
         (forward passes only) that it keeps no checkpoints (``workdir`` unused).
         """
-        if device is not None:  # compute there, hand the model back where it was
-            with placed(model, torch.device(device)):
-                return self.run(
-                    model, config, blocks=blocks, target_params=target_params,
-                    reporter=reporter, workdir=workdir,
-                )  # fmt: skip
         reporter = reporter or NullReporter()
         config = _as_config(config)
         arch, total, candidates = self._search(model, config, target_params)  # fails early

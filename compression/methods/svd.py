@@ -15,7 +15,6 @@ from torch import nn
 
 from compression.calibration import collect_input_grams
 from compression.configs import SvdConfig
-from compression.distill.streaming import placed
 from compression.lowrank import (
     LowRankLinear,
     count_parameters,
@@ -149,18 +148,11 @@ class SvdMethod:
         target_params: int,
         reporter: Reporter | None = None,
         workdir: Path | None = None,
-        device: str | torch.device | None = None,
     ) -> MethodResult:
         """Factorise ``model``'s targeted Linears in place to about ``target_params`` parameters.
 
         Training-free and a few minutes at most, so it keeps no checkpoints (``workdir`` unused).
         """
-        if device is not None:  # compute there, hand the model back where it was
-            with placed(model, torch.device(device)):
-                return self.run(
-                    model, config, blocks=blocks, target_params=target_params,
-                    reporter=reporter, workdir=workdir,
-                )  # fmt: skip
         reporter = reporter or NullReporter()
         config = _as_config(config)
         # Plan from shapes before any calibration: an unreachable target fails in milliseconds.
