@@ -36,24 +36,15 @@ def compress(
     """
     method = get_method(method_config.name)
     reporter = reporter or NullReporter()
+    common: dict[str, Any] = {
+        "blocks": blocks,
+        "target_params": target_params,
+        "reporter": reporter,
+        "workdir": workdir,
+    }
     if device is not None and getattr(method, "streams_layers", False):
         streaming: Any = method  # its run() takes device= (see Method.run)
-        return streaming.run(
-            model,
-            method_config,
-            blocks=blocks,
-            target_params=target_params,
-            reporter=reporter,
-            workdir=workdir,
-            device=device,
-        )
+        return streaming.run(model, method_config, device=device, **common)
     # Other methods run where the model is: move it there for the run, then hand it back.
     with placed(model, None if device is None else torch.device(device)):
-        return method.run(
-            model,
-            method_config,
-            blocks=blocks,
-            target_params=target_params,
-            reporter=reporter,
-            workdir=workdir,
-        )
+        return method.run(model, method_config, **common)

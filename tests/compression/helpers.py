@@ -110,22 +110,8 @@ def tiny_phi(seed: int = 0) -> PhiForCausalLM:
     return PhiForCausalLM(cfg).eval()
 
 
-def tiny_gemma(seed: int = 0) -> GemmaForCausalLM:
-    """2-layer Gemma: embeddings scaled by sqrt(hidden_size), (1 + weight) RMSNorms, tied."""
-    torch.manual_seed(seed)
-    cfg = GemmaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=VOCAB,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    model = GemmaForCausalLM(cfg).eval()
+def _gemma_like(config: GemmaConfig | Gemma2Config, model_cls: Any) -> Any:
+    model = model_cls(config).eval()
     with torch.no_grad():  # (1 + weight) norms start at weight 0: make them differ
         for name, p in model.named_parameters():
             if "norm" in name:
@@ -133,27 +119,32 @@ def tiny_gemma(seed: int = 0) -> GemmaForCausalLM:
     return model
 
 
+_GEMMA_SHAPE = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "vocab_size": VOCAB,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+
+
+def tiny_gemma(seed: int = 0) -> GemmaForCausalLM:
+    """2-layer Gemma: embeddings scaled by sqrt(hidden_size), (1 + weight) RMSNorms, tied."""
+    torch.manual_seed(seed)
+    model: GemmaForCausalLM = _gemma_like(GemmaConfig(**_GEMMA_SHAPE), GemmaForCausalLM)
+    return model
+
+
 def tiny_gemma2(seed: int = 0) -> Gemma2ForCausalLM:
     """2-layer Gemma 2: four norms per block, logit soft-capping, alternating sliding window."""
     torch.manual_seed(seed)
-    cfg = Gemma2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        vocab_size=VOCAB,
-        sliding_window=8,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    model = Gemma2ForCausalLM(cfg).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.normal_(0.0, 0.3)
+    config = Gemma2Config(**_GEMMA_SHAPE, sliding_window=8)
+    model: Gemma2ForCausalLM = _gemma_like(config, Gemma2ForCausalLM)
     return model
 
 
