@@ -29,7 +29,21 @@ class Settings(BaseSettings):
     broker_url: str = Field(
         default="", description="Celery broker URL; default a file-system queue in home."
     )
-    artifact_dir: Path | None = Field(default=None, description="Artifact store root.")
+    artifact_dir: Path | None = Field(default=None, description="Local artifact store root.")
+    artifact_store_url: str = Field(
+        default="",
+        description="'s3://bucket/prefix' to keep artifacts in S3-compatible storage (shared by "
+        "API replicas and workers; credentials from the usual AWS_* variables); empty: the "
+        "local folder artifact_dir.",
+    )
+    s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO …).")
+    s3_region: str = Field(default="", description="S3 region, where the server needs one.")
+    artifact_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete artifacts of jobs that ended more than this many days ago "
+        "(the job record stays); unset: keep them until the job is deleted.",
+    )
     local_roots: list[Path] | None = Field(
         default=None,
         description="Directories under which jobs may read local models and data. "

@@ -1,7 +1,9 @@
-"""Requeue jobs whose worker died, so they resume (from their checkpoints) on a live worker.
+"""Requeue jobs whose worker died, so they resume (from their checkpoints) on a live worker;
+apply the artifact retention setting.
 
-Each worker runs a :class:`OrphanSweeper` thread. A job's lease is renewed while it makes
-progress; a lease that expired means its worker is gone (killed, out of memory, machine lost).
+Each worker runs a :class:`OrphanSweeper` thread (both sweeps). A job's lease is renewed while
+it makes progress; a lease that expired means its worker is gone (killed, out of memory, or
+machine lost).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import threading
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts.service import purge_expired_artifacts
+from app.artifacts.storage import make_store
 from app.jobs import lifecycle
 from app.queue import enqueue_job
 from app.settings import Settings
 
-__all__ = ["OrphanSweeper", "requeue_orphaned_jobs"]
+__all__ = ["OrphanSweeper", "purge_artifacts", "requeue_orphaned_jobs"]
 
 log = logging.getLogger("slimforge.worker")
 
@@ -31,6 +35,18 @@ def requeue_orphaned_jobs(
         log.warning("job %s lost its worker; requeued", job_id)
         enqueue_job(celery, settings, job_id)
     return job_ids
+
+
+def purge_artifacts(*, settings: Settings, session_factory: sessionmaker[Session]) -> list[str]:
+    """Apply the artifact retention setting once; returns the jobs whose artifact went."""
+    days = settings.artifact_retention_days
+    if days is None:
+        return []
+    with session_factory() as session:
+        purged = purge_expired_artifacts(session, store=make_store(settings), retention_days=days)
+    if purged:
+        log.info("retention: deleted the artifacts of %d job(s)", len(purged))
+    return purged
 
 
 class OrphanSweeper(threading.Thread):
@@ -60,6 +76,11 @@ class OrphanSweeper(threading.Thread):
                 )
             except Exception:  # a database or broker hiccup must not kill the sweeper
                 log.exception("orphan sweep failed; retrying in %.0f s", self.interval)
+            if self.settings.artifact_retention_days is not None:
+                try:
+                    purge_artifacts(settings=self.settings, session_factory=self.session_factory)
+                except Exception:
+                    log.exception("artifact retention sweep failed")
             if self.stopped.wait(self.interval):
                 return
 

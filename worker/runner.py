@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts.models import Artifact
 from app.artifacts.service import record_artifact
-from app.artifacts.storage import LocalArtifactStore
+from app.artifacts.storage import LocalArtifactStore, make_store
 from app.credentials.service import get_hub_token
 from app.db import session_scope
 from app.jobs import lifecycle
@@ -271,11 +271,10 @@ def _execute(
         timings["evaluating"] = round(time.monotonic() - t0, 3)
         metrics.update(memory.snapshot())
 
-        # --- exporting: Hugging Face folder, written atomically by the exporter.
+        # --- exporting: a Hugging Face folder in the job's scratch space (atomic rename).
         t0 = time.monotonic()
         reporter.enter("exporting")
-        store = LocalArtifactStore(settings.artifacts_root)
-        dest = store.job_dir(job_id)
+        dest = settings.work_root / job_id / "artifact"
         if dest.exists():  # a previous attempt died after exporting: start clean
             shutil.rmtree(dest)
         card = render_model_card(
@@ -301,16 +300,17 @@ def _execute(
         metrics["artifact_bytes"] = sum(f.size for f in files)
         timings["exporting"] = round(time.monotonic() - t0, 3)
 
-        # --- storing: record the manifest so the API can list and serve the files.
+        # --- storing: into the artifact store (local folder or S3), then the manifest.
         t0 = time.monotonic()
         reporter.enter("storing")
+        location = make_store(settings).put_folder(job_id, dest)
         timings["storing"] = 0.0
         metrics.update(memory.snapshot())
         with session_scope(reporter.factory) as session:
             record_artifact(
                 session,
                 job_id=job_id,
-                location=job_id,
+                location=location,
                 files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
             )
             timings["storing"] = round(time.monotonic() - t0, 3)
@@ -334,8 +334,19 @@ def _publish(*, settings: Settings, job: Job, reporter: JobReporter) -> None:
     if token is None:
         raise PublishError("no Hugging Face token is set: PUT /v1/credentials/hub")
     message = output.get("commit_message") or f"slimforge: {job.method} (job {job.id})"
+    store = make_store(settings)
+    with session_scope(reporter.factory) as session:
+        artifact = session.get(Artifact, job.id)
+        assert artifact is not None  # stored before publishing
+        location, files = artifact.location, list(artifact.files)
+    if isinstance(store, LocalArtifactStore):
+        folder = store.job_dir(location)
+    else:  # fetch it (checking every sha256) to push from a folder
+        folder = settings.work_root / job.id / "publish"
+        shutil.rmtree(folder, ignore_errors=True)
+        store.download(location, files, folder)
     hub = publish_artifact(
-        folder=LocalArtifactStore(settings.artifacts_root).job_dir(job.id),
+        folder=folder,
         output=output,
         token=token,
         endpoint=settings.hub_endpoint,
@@ -389,10 +400,7 @@ def run_job(
         log.warning("job %s: lease lost to another worker; stopping", job_id)
         return None
     except Cancelled:
-        status = "cancelled"
-        shutil.rmtree(
-            LocalArtifactStore(settings.artifacts_root).job_dir(job_id), ignore_errors=True
-        )
+        status = "cancelled"  # nothing was stored: partial work lives in the scratch folder
     except UnreachableTargetError as exc:
         status, error = "failed", str(exc)
     except (FileNotFoundError, ValueError) as exc:

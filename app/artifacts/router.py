@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Request, Response
 
 from app.artifacts import service
+from app.artifacts.responses import artifact_file_response
 from app.artifacts.schemas import ArtifactOut
-from app.artifacts.storage import LocalArtifactStore
+from app.artifacts.storage import make_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(
+    job_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+) -> Response:
+    """Delete an ended job with its artifact files, events and metrics."""
+    service.delete_job(
+        session, store=make_store(settings), tenant_id=principal.tenant_id, job_id=job_id
+    )
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactOut)
@@ -20,7 +31,11 @@ def list_artifact_files(job_id: str, session: SessionDep, principal: PrincipalDe
     return service.artifact_out(artifact)
 
 
-@router.get("/{job_id}/artifacts/{path:path}", response_class=FileResponse)
+@router.get(
+    "/{job_id}/artifacts/{path:path}",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}},
+)
 def download_artifact_file(
     job_id: str,
     path: str,
@@ -28,14 +43,19 @@ def download_artifact_file(
     session: SessionDep,
     principal: PrincipalDep,
     settings: SettingsDep,
-) -> FileResponse:
+) -> Response:
     """Stream one file (Range requests supported); ``X-Checksum-Sha256`` carries its digest."""
-    store = LocalArtifactStore(settings.artifacts_root)
-    file_path, entry = service.resolve_file(
-        session, store=store, tenant_id=principal.tenant_id, job_id=job_id, path=path
+    artifact, entry = service.resolve_file(
+        session, tenant_id=principal.tenant_id, job_id=job_id, path=path
     )
-    return FileResponse(
-        file_path,
-        filename=file_path.name,
-        headers={"ETag": f'"{entry["sha256"]}"', "X-Checksum-Sha256": entry["sha256"]},
-    )
+    return artifact_file_response(request, make_store(settings), artifact.location, entry)
+
+
+# HEAD answers with the same headers (size, ETag, checksum) and no body; one operation in the
+# OpenAPI schema is enough.
+router.add_api_route(
+    "/{job_id}/artifacts/{path:path}",
+    download_artifact_file,
+    methods=["HEAD"],
+    include_in_schema=False,
+)

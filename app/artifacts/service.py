@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -10,11 +10,21 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
 from app.artifacts.schemas import ArtifactFileOut, ArtifactOut
-from app.artifacts.storage import LocalArtifactStore
-from app.errors import NotFound
-from app.jobs.service import get_job
+from app.artifacts.storage import ArtifactStore
+from app.db import utcnow
+from app.errors import Conflict, NotFound
+from app.jobs.models import Job
+from app.jobs.schemas import TERMINAL_STATUSES
+from app.jobs.service import add_event, get_job
 
-__all__ = ["artifact_out", "get_artifact", "record_artifact", "resolve_file"]
+__all__ = [
+    "artifact_out",
+    "delete_job",
+    "get_artifact",
+    "purge_expired_artifacts",
+    "record_artifact",
+    "resolve_file",
+]
 
 
 def record_artifact(
@@ -41,15 +51,14 @@ def get_artifact(session: Session, *, tenant_id: str, job_id: str) -> Artifact:
 
 
 def resolve_file(
-    session: Session, *, store: LocalArtifactStore, tenant_id: str, job_id: str, path: str
-) -> tuple[Path, dict[str, Any]]:
-    """A file of the job's artifact; only names listed in the manifest are served."""
+    session: Session, *, tenant_id: str, job_id: str, path: str
+) -> tuple[Artifact, dict[str, Any]]:
+    """(the artifact, the manifest entry) of one file; only names in the manifest exist."""
     artifact = get_artifact(session, tenant_id=tenant_id, job_id=job_id)
     entry = next((f for f in artifact.files if f["path"] == path), None)
-    file_path = store.file_path(artifact.location, path) if entry is not None else None
-    if entry is None or file_path is None:
+    if entry is None:
         raise NotFound(f"job '{job_id}' has no artifact file '{path}'")
-    return file_path, entry
+    return artifact, entry
 
 
 def artifact_out(artifact: Artifact) -> ArtifactOut:
@@ -65,3 +74,43 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
             for f in artifact.files
         ],
     )
+
+
+def delete_job(session: Session, *, store: ArtifactStore, tenant_id: str, job_id: str) -> None:
+    """Delete an ended job: its artifact files first, then the job, its events and manifest."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.status not in TERMINAL_STATUSES:
+        raise Conflict(
+            f"job '{job_id}' is {job.status}: cancel it first (POST /v1/jobs/{job_id}/cancel)"
+        )
+    artifact = session.get(Artifact, job_id)
+    if artifact is not None:
+        store.delete(artifact.location)
+    session.delete(job)
+    session.commit()
+
+
+def purge_expired_artifacts(
+    session: Session, *, store: ArtifactStore, retention_days: float
+) -> list[str]:
+    """Remove the artifacts of jobs that ended more than ``retention_days`` ago (the jobs and
+    their metrics stay, with an event saying so); returns their job ids."""
+    cutoff = utcnow() - timedelta(days=retention_days)
+    rows = session.execute(
+        select(Artifact, Job)
+        .join(Job, Job.id == Artifact.job_id)
+        .where(Job.finished_at.is_not(None), Job.finished_at < cutoff)
+    ).all()
+    purged = []
+    for artifact, job in rows:
+        store.delete(artifact.location)
+        session.delete(artifact)
+        add_event(
+            session,
+            job_id=job.id,
+            stage=job.stage,
+            message=f"artifact deleted: kept {retention_days:g} days after the job ended",
+        )
+        purged.append(job.id)
+    session.commit()
+    return purged

@@ -91,3 +91,57 @@ def test_paths_outside_the_manifest_are_404(api: TestClient, auth, settings, tmp
         r = api.get(f"/v1/jobs/{job_id}/artifacts/{path}", headers=h)
         assert r.status_code == 404, path
         assert b"not yours" not in r.content
+
+
+def _end(api: TestClient, job_id: str, *, days_ago: float = 0.0) -> None:
+    """Mark the job ended (as the worker would), ``days_ago``."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.db import utcnow
+    from app.jobs.models import Job
+
+    with session_scope(api.app.state.session_factory) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="succeeded", finished_at=utcnow() - timedelta(days=days_ago))
+        )
+
+
+def test_deleting_a_job_deletes_its_artifact(api: TestClient, auth, settings, tmp_path) -> None:
+    h = auth()
+    job_id = _job(api, h, tmp_path)
+    _fake_artifact(api, settings, job_id)
+    r = api.delete(f"/v1/jobs/{job_id}", headers=h)
+    assert r.status_code == 409 and "cancel it first" in r.json()["error"]["message"]
+    _end(api, job_id)
+    assert api.delete(f"/v1/jobs/{job_id}", headers=auth("other")).status_code == 404
+    assert api.delete(f"/v1/jobs/{job_id}", headers=h).status_code == 204
+    assert not (settings.artifacts_root / job_id).exists()
+    assert api.get(f"/v1/jobs/{job_id}", headers=h).status_code == 404
+    assert api.get(f"/v1/jobs/{job_id}/events", headers=h).status_code == 404
+    assert (settings.artifacts_root / "secret.txt").exists()  # nothing else touched
+
+
+def test_retention_removes_old_artifacts_and_keeps_the_job(
+    api: TestClient, auth, settings, tmp_path
+) -> None:
+    from worker.recovery import purge_artifacts
+
+    h = auth()
+    old, recent = _job(api, h, tmp_path), _job(api, h, tmp_path)
+    for job_id, days in ((old, 10.0), (recent, 1.0)):
+        _fake_artifact(api, settings, job_id)
+        _end(api, job_id, days_ago=days)
+    factory = api.app.state.session_factory
+    assert purge_artifacts(settings=settings, session_factory=factory) == []  # no setting
+    keep_week = settings.model_copy(update={"artifact_retention_days": 7.0})
+    assert purge_artifacts(settings=keep_week, session_factory=factory) == [old]
+    assert not (settings.artifacts_root / old).exists()
+    assert (settings.artifacts_root / recent).exists()
+    assert api.get(f"/v1/jobs/{old}", headers=h).json()["status"] == "succeeded"
+    assert api.get(f"/v1/jobs/{old}/artifacts", headers=h).status_code == 404
+    events = api.get(f"/v1/jobs/{old}/events", headers=h).json()["items"]
+    assert any("kept 7 days" in e["message"] for e in events)

@@ -152,6 +152,7 @@ def test_every_v1_route_needs_a_valid_key(api: TestClient, headers, fragment) ->
         ("GET", "/v1/jobs/job_x"),
         ("POST", "/v1/jobs/job_x/cancel"),
         ("POST", "/v1/jobs/job_x/publish"),
+        ("DELETE", "/v1/jobs/job_x"),
         ("PUT", "/v1/credentials/hub"),
         ("GET", "/v1/credentials/hub"),
         ("DELETE", "/v1/credentials/hub"),
