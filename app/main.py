@@ -16,6 +16,7 @@ from app.credentials.router import router as credentials_router
 from app.db import make_engine, make_session_factory
 from app.errors import AppError
 from app.health.router import router as health_router
+from app.hubcompat.router import router as hubcompat_router
 from app.jobs.router import router as jobs_router
 from app.methods.router import router as methods_router
 from app.queue import make_celery_app
@@ -103,4 +104,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(artifacts_router)
     app.include_router(methods_router)
     app.include_router(credentials_router)
+    app.include_router(hubcompat_router)
     return app
