@@ -390,7 +390,10 @@ def run_job(
         else:
             _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
         if (job.spec.get("output") or {}).get("hub_repo"):
-            _publish(settings=settings, job=job, reporter=reporter)
+            if (job.metrics or {}).get("hub"):  # pushed before the worker died: not twice
+                reporter.event("already pushed to the Hub", data=job.metrics["hub"])
+            else:
+                _publish(settings=settings, job=job, reporter=reporter)
     except PublishError as exc:
         status, error = (
             "failed",

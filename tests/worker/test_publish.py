@@ -92,6 +92,16 @@ def test_job_pushes_its_artifact_and_card_and_a_failed_push_is_retried(
         assert card.data.eval_results[0].metric_value == round(
             job["metrics"]["student_perplexity"], 4
         )
+        # A worker that died after pushing (the job requeued) does not push twice.
+        with factory() as session:
+            from sqlalchemy import update
+
+            from app.jobs.models import Job
+
+            session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
+            session.commit()
+        assert run_job(settings=hub_settings, session_factory=factory, job_id=job_id) == "succeeded"
+        assert len(hub.commits("acme/tiny-slim")) == 1
         # And it downloads back with the stock client.
         folder = snapshot_download(
             "acme/tiny-slim", endpoint=hub.endpoint, token=HUB_TOKEN, cache_dir=tmp_path / "c"
