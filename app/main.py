@@ -21,6 +21,7 @@ from app.jobs.router import router as jobs_router
 from app.methods.router import router as methods_router
 from app.queue import make_celery_app
 from app.settings import Settings
+from app.webhooks.router import router as webhooks_router
 
 __all__ = ["create_app"]
 
@@ -105,4 +106,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(methods_router)
     app.include_router(credentials_router)
     app.include_router(hubcompat_router)
+    app.include_router(webhooks_router)
     return app

@@ -5,5 +5,16 @@ from app.auth.models import ApiKey, Tenant
 from app.credentials.models import HubCredential
 from app.db import Base
 from app.jobs.models import Job, JobEvent
+from app.webhooks.models import WebhookConfig, WebhookDelivery
 
-__all__ = ["ApiKey", "Artifact", "Base", "HubCredential", "Job", "JobEvent", "Tenant"]
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "HubCredential",
+    "Job",
+    "JobEvent",
+    "Tenant",
+    "WebhookConfig",
+    "WebhookDelivery",
+]

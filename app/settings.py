@@ -74,6 +74,25 @@ class Settings(BaseSettings):
     publish_backoff_seconds: float = Field(
         default=2.0, ge=0, description="First retry delay; doubles after each failed try."
     )
+    webhook_allow_private_addresses: bool = Field(
+        default=False,
+        description="Let webhooks reach private, loopback and link-local addresses (on-prem "
+        "receivers, tests). Off: such URLs are refused at submit and at delivery.",
+    )
+    webhook_retry_delays: list[float] = Field(
+        default_factory=lambda: [10.0, 30.0, 120.0, 600.0],
+        max_length=20,
+        description="Seconds before each retry of a failed webhook delivery; attempts are "
+        "one more than the delays.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one webhook delivery may take."
+    )
+    webhook_queue: str = Field(
+        default="",
+        description="Celery queue of webhook deliveries; empty: queue_name. A separate queue "
+        "(and a worker consuming it) keeps deliveries from waiting behind long jobs.",
+    )
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -42,6 +42,7 @@ from compression import (
     resolve_target,
 )
 from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from worker import webhooks
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
     base_license,
@@ -379,6 +380,10 @@ def run_job(
     if job is None:
         log.info("job %s is not runnable here (running elsewhere, ended or unknown)", job_id)
         return None
+    if job.attempts == 1:  # a resumed job (worker lost, publish retried) did not start anew
+        webhooks.emit(
+            settings=settings, session_factory=session_factory, job_id=job_id, event="job.started"
+        )
     reporter = JobReporter(session_factory, job_id, owner, settings.lease_seconds)
     reporter.start_heartbeat()
     status, error = "succeeded", None
@@ -422,7 +427,13 @@ def run_job(
     finally:
         reporter.stop_heartbeat()
     with session_factory() as session:
-        lifecycle.finish_job(session, job_id=job_id, owner=owner, status=status, error=error)
+        ended = lifecycle.finish_job(
+            session, job_id=job_id, owner=owner, status=status, error=error
+        )
+    if ended:
+        webhooks.emit(
+            settings=settings, session_factory=session_factory, job_id=job_id, event=f"job.{status}"
+        )
     # Checkpoints only serve a restart of an unfinished job.
     shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
     return status

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.webhooks.schemas import Webhook
 from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -170,6 +171,12 @@ class JobCreate(_Input):
         "artifact kept; POST /v1/jobs/{id}/publish retries the push alone.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored as is.")
+    webhook: Webhook | None = Field(
+        default=None,
+        description='POST signed events of this job to a URL: {"url": "https://…", "events": '
+        '["job.succeeded", "job.failed"]}. Overrides the tenant default '
+        "(PUT /v1/webhooks/default); needs a signing secret (POST /v1/webhooks/secret).",
+    )
 
     @field_validator("method", mode="before")
     @classmethod

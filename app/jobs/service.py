@@ -26,6 +26,7 @@ from app.jobs.models import Job, JobEvent
 from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.paths import resolve_local_path
 from app.settings import Settings
+from app.webhooks.service import check_job_webhook
 from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
 from compression.configs import MinitronConfig
 from compression.planning import UnreachableTargetError, resolve_target
@@ -166,6 +167,10 @@ def submit_job(
             return existing, False
     if body.output is not None and session.get(HubCredential, principal.tenant_id) is None:
         raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
+    if body.webhook is not None:
+        check_job_webhook(
+            session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
+        )
     job = Job(
         tenant_id=principal.tenant_id,
         status="queued",

@@ -1,0 +1,215 @@
+"""Webhook deliveries as plain functions; the Celery task (``worker.tasks``) only carries ids.
+
+:func:`emit` turns a job event into a recorded delivery and queues it; :func:`deliver` makes
+one signed attempt, records it, and says when to try again. Each attempt is a row of
+``webhook_deliveries``; the retries of one event share its ``webhook-id`` and body, so a
+receiver can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import session_scope, utcnow
+from app.jobs.models import Job
+from app.queue import make_celery_app
+from app.settings import Settings
+from app.webhooks import service
+from app.webhooks.models import WebhookDelivery
+from app.webhooks.safety import UnsafeWebhookUrl, WebhookHostUnresolvable, check_webhook_url
+from slimforge.webhooks import sign_webhook
+
+__all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit", "enqueue_delivery"]
+
+log = logging.getLogger("slimforge.worker")
+
+DELIVER_WEBHOOK_TASK = "slimforge.deliver_webhook"
+USER_AGENT = "slimforge-webhooks/0.1"
+
+
+@dataclass(frozen=True)
+class NextAttempt:
+    """The attempt to send next (its row id) and in how many seconds."""
+
+    delivery_id: int
+    delay: float
+
+
+def enqueue_delivery(
+    celery: Celery, settings: Settings, delivery_id: int, *, countdown: float = 0
+) -> None:
+    """Queue one delivery attempt; the message carries only its id."""
+    celery.send_task(
+        DELIVER_WEBHOOK_TASK,
+        args=[delivery_id],
+        queue=settings.webhook_queue or settings.queue_name,
+        countdown=countdown or None,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+# One producer app per broker and process: the runner emits events without a Celery app of its
+# own, and a new app (with its connection pool) per event would leak connections.
+_producers: dict[tuple[str, str], Celery] = {}
+
+
+def _producer(settings: Settings) -> Celery:
+    key = (settings.broker_url, str(settings.broker_folder))
+    if key not in _producers:
+        _producers[key] = make_celery_app(settings)
+    return _producers[key]
+
+
+def emit(
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    job_id: str,
+    event: str,
+    send: Callable[[int], None] | None = None,
+) -> list[int]:
+    """Record and queue ``event`` for the job's webhook (or its tenant's default) if it
+    subscribes to it; returns the delivery ids. Never raises: a webhook problem must not change
+    the outcome of the job."""
+    try:
+        with session_factory() as session:
+            ids = service.create_deliveries(session, job_id=job_id, event=event)
+        sender = send or (lambda i: enqueue_delivery(_producer(settings), settings, i))
+        for delivery_id in ids:
+            sender(delivery_id)
+        return ids
+    except Exception:
+        log.exception("job %s: could not queue the %s webhook", job_id, event)
+        return []
+
+
+def _pinned(url: str, addresses: list[Any]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL rewritten to the checked address, with the Host header and TLS name of the
+    original: the connection goes where the check looked, whatever DNS answers next."""
+    if not addresses:
+        return url, {}, {}
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    ip = addresses[0]
+    shown = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    netloc = shown + (f":{parts.port}" if parts.port else "")
+    host_header = host + (f":{parts.port}" if parts.port else "")
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return urlunsplit(parts._replace(netloc=netloc)), {"Host": host_header}, extensions
+
+
+def _send(
+    client: httpx.Client, url: str, body: str, headers: dict[str, str], settings: Settings
+) -> int:
+    """POST once; the status code. Raises UnsafeWebhookUrl or httpx errors."""
+    addresses = check_webhook_url(url, allow_private=settings.webhook_allow_private_addresses)
+    target, extra_headers, extensions = _pinned(url, addresses)
+    response = client.post(
+        target,
+        content=body.encode(),
+        headers={**headers, **extra_headers},
+        extensions=extensions,
+        timeout=settings.webhook_timeout_seconds,
+    )
+    return response.status_code
+
+
+def deliver(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    delivery_id: int,
+    *,
+    http_client: httpx.Client | None = None,
+) -> NextAttempt | None:
+    """Make one attempt of a pending delivery and record it; returns the next attempt to
+    schedule, or None when done (delivered, out of attempts, or nothing to do)."""
+    with session_factory() as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        if row is None or row.state != "pending":  # a redelivered message: already handled
+            return None
+        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == row.job_id))
+        secret = None
+        if tenant_id is not None:
+            try:
+                secret = service.get_secret(session, tenant_id=tenant_id, settings=settings)
+            except ValueError as exc:  # encrypted with another key
+                log.error("webhook %s: %s", row.webhook_id, exc)
+        url, body, msg_id = row.url, row.payload, row.webhook_id
+
+    status_code: int | None = None
+    error: str | None = None
+    retryable = True
+    started = time.monotonic()
+    sent_at = utcnow()
+    if secret is None:
+        error, retryable = "no signing secret: create one with POST /v1/webhooks/secret", False
+    else:
+        timestamp = int(time.time())  # per attempt: receivers reject stale timestamps
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign_webhook(secret, msg_id, timestamp, body),
+        }
+        client = http_client or httpx.Client(follow_redirects=False, trust_env=False)
+        try:
+            status_code = _send(client, url, body, headers, settings)
+            if not 200 <= status_code < 300:
+                error = f"HTTP {status_code}"
+        except WebhookHostUnresolvable as exc:
+            error = str(exc)
+        except UnsafeWebhookUrl as exc:  # DNS now points somewhere private: never retried
+            error, retryable = str(exc), False
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"[:1000]
+        finally:
+            if http_client is None:
+                client.close()
+    duration_ms = int((time.monotonic() - started) * 1000)
+
+    with session_scope(session_factory) as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        if row is None:  # the job was deleted meanwhile
+            return None
+        row.status_code, row.error, row.duration_ms = status_code, error, duration_ms
+        row.sent_at, row.finished_at = sent_at, utcnow()
+        delays = settings.webhook_retry_delays
+        if error is None:
+            row.state = "succeeded"
+            return None
+        if not retryable or row.attempt > len(delays):
+            row.state = "failed"
+            log.warning("webhook %s: attempt %d failed, giving up: %s", msg_id, row.attempt, error)
+            return None
+        row.state = "retrying"
+        delay = delays[row.attempt - 1]
+        retry = WebhookDelivery(
+            job_id=row.job_id,
+            event_type=row.event_type,
+            webhook_id=msg_id,
+            url=url,
+            attempt=row.attempt + 1,
+            state="pending",
+            payload=body,
+            scheduled_at=utcnow() + timedelta(seconds=delay),
+        )
+        session.add(retry)
+        session.flush()
+        log.info(
+            "webhook %s: attempt %d failed (%s); retry in %s s", msg_id, row.attempt, error, delay
+        )
+        return NextAttempt(delivery_id=retry.id, delay=delay)
