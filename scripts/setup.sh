@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Install what slimforge needs into .venv (idempotent).
 #   scripts/setup.sh          the service + the compression library (enough for the demo)
-#   scripts/setup.sh --dev    also the test tools, Redis and PostgreSQL (Debian packages)
+#   scripts/setup.sh --dev    also the test tools, Redis, PostgreSQL and Chromium (Debian packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0; [ "${1:-}" = "--dev" ] && dev=1
 
-if [ "$dev" = 1 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then
+# chromium: the dashboard's browser test (Playwright drives it; no browser download);
+# fonts-liberation: legible text in its screenshot where apt skips chromium's recommends.
+if [ "$dev" = 1 ] && { ! command -v redis-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v chromium >/dev/null || [ ! -d /usr/share/fonts/truetype/liberation ]; }; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== installing redis-server and postgresql (Debian packages)"
+    echo "== installing redis-server, postgresql and chromium (Debian packages)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql chromium fonts-liberation >/dev/null
   else
-    echo "redis-server and postgresql are needed for the tests: sudo apt-get install redis-server postgresql" >&2
+    echo "redis-server, postgresql and chromium are needed for the tests: sudo apt-get install redis-server postgresql chromium fonts-liberation" >&2
     exit 1
   fi
 fi
