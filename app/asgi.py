@@ -4,6 +4,9 @@ Settings are read from the environment here, at the edge, and passed into the fa
 """
 
 from app.main import create_app
+from app.observability import configure_logging
 from app.settings import Settings
 
-app = create_app(Settings())
+settings = Settings()
+configure_logging(settings)
+app = create_app(settings)

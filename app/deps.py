@@ -43,10 +43,13 @@ CeleryDep = Annotated[Celery, Depends(get_celery)]
 
 
 def get_principal(
+    request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    return authenticate(session, authorization=authorization)
+    principal = authenticate(session, authorization=authorization)
+    request.state.tenant = principal.tenant_name  # for the request's log line
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -13,12 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
 from app.credentials.router import router as credentials_router
+from app.dashboard.router import router as dashboard_router
 from app.db import make_engine, make_session_factory
 from app.errors import AppError
 from app.health.router import router as health_router
 from app.hubcompat.router import router as hubcompat_router
 from app.jobs.router import router as jobs_router
+from app.limits.middleware import RequestLimitsMiddleware
 from app.methods.router import router as methods_router
+from app.observability import current_request_id, install_observability
 from app.queue import make_celery_app
 from app.settings import Settings
 from app.webhooks.router import router as webhooks_router
@@ -32,6 +35,9 @@ def _error(status: int, code: str, message: str, details: Any = None, headers=No
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details is not None:
         body["error"]["details"] = details
+    if (request_id := current_request_id()) is not None:
+        body["error"]["request_id"] = request_id
+        headers = {**(headers or {}), "X-Request-ID": request_id}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -71,6 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.celery = make_celery_app(settings)
+    app.add_middleware(RequestLimitsMiddleware, settings=settings)  # rate + body size
 
     @app.exception_handler(AppError)
     async def _app_error(_: Request, exc: AppError) -> JSONResponse:
@@ -107,4 +114,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials_router)
     app.include_router(hubcompat_router)
     app.include_router(webhooks_router)
+    app.include_router(dashboard_router)  # last: `/` and `/dashboard/*` only
+    install_observability(app, settings)  # /metrics; request ids, logs: the outermost middleware
     return app

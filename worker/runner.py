@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from app.db import session_scope
 from app.jobs import lifecycle
 from app.jobs.models import Job
 from app.jobs.service import add_event
+from app.limits.quotas import effective_quotas, model_size_error
 from app.settings import Settings
 from compression import (
     Cancelled,
@@ -55,13 +57,21 @@ from worker.job_spec import (
 from worker.memory import PeakMemory
 from worker.publish import PublishError, publish_artifact
 
-__all__ = ["JobReporter", "LeaseLost", "default_owner", "run_job"]
+__all__ = ["JobReporter", "JobTimeLimit", "LeaseLost", "ResourceLimit", "default_owner", "run_job"]
 
 log = logging.getLogger("slimforge.worker")
 
 
 class LeaseLost(Exception):
     """Another worker took the job over (our lease expired): stop without touching it."""
+
+
+class JobTimeLimit(Exception):
+    """The job ran longer than ``max_job_seconds``: it fails."""
+
+
+class ResourceLimit(Exception):
+    """A resource limit (the tenant's model size quota, disk space) stops the job: it fails."""
 
 
 def default_owner() -> str:
@@ -83,10 +93,16 @@ class JobReporter:
     lease_seconds: int
     stage: str | None = None
     check_interval: float = 1.0
+    time_limit: float | None = None  # seconds from construction; checked with cancellation
+    clock: Callable[[], float] = time.monotonic
+    _started: float = field(default=0.0, init=False)
     _last_check: float = field(default=0.0, init=False)
     _lost: threading.Event = field(default_factory=threading.Event, init=False)
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self._started = self.clock()
 
     def start_heartbeat(self) -> None:
         """Renew the lease every third of its length until :meth:`stop_heartbeat`."""
@@ -132,6 +148,12 @@ class JobReporter:
 
     def check_cancelled(self) -> None:
         self._raise_if_lost()
+        if self.time_limit is not None and self.clock() - self._started > self.time_limit:
+            raise JobTimeLimit(
+                f"the job ran longer than its time limit of {self.time_limit:g} s "
+                "(max_job_seconds); the operator can raise it with SLIMFORGE_MAX_JOB_SECONDS "
+                "(or a smaller model, target or calibration set takes less time)"
+            )
         now = time.monotonic()
         if now - self._last_check < self.check_interval:
             return
@@ -152,8 +174,34 @@ class JobReporter:
             raise LeaseLost(self.job_id)
 
 
+def _check_disk_space(settings: Settings, model: torch.nn.Module) -> None:
+    """Fail before exporting when the scratch folder cannot hold the artifact: the weights at
+    their dtype plus 10 % headroom, and ``min_free_disk_bytes`` left over."""
+    folder = settings.work_root
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    needed = int(weights * 1.1) + settings.min_free_disk_bytes
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        reserve = (
+            f", plus {settings.min_free_disk_bytes:,} to keep free (min_free_disk_bytes)"
+            if settings.min_free_disk_bytes
+            else ""
+        )
+        raise ResourceLimit(
+            f"not enough disk space to export the artifact in {folder}: about {needed:,} bytes "
+            f"needed (the weights plus 10 %{reserve}), {free:,} free; free some space or "
+            "point SLIMFORGE_HOME to a larger disk"
+        )
+
+
 def _execute(
-    *, settings: Settings, job_id: str, spec: dict[str, Any], reporter: JobReporter
+    *,
+    settings: Settings,
+    job_id: str,
+    spec: dict[str, Any],
+    reporter: JobReporter,
+    max_params: int | None = None,
 ) -> dict[str, Any]:
     """Run every stage; returns the job's metrics. Raises Cancelled / errors to the caller."""
     metrics: dict[str, Any] = {"stage_seconds": {}}
@@ -171,6 +219,8 @@ def _execute(
         reporter.enter("loading")
         model, tokenizer = load_model(model_source(spec), dtype=dtype, device=device)
         params_before = count_parameters(model)
+        if max_params is not None and params_before > max_params:
+            raise ResourceLimit(model_size_error(params_before, max_params))
         target = spec["target"]
         target_params = resolve_target(
             params_before, params=target.get("params"), ratio=target.get("ratio")
@@ -275,6 +325,7 @@ def _execute(
         # --- exporting: a Hugging Face folder in the job's scratch space (atomic rename).
         t0 = time.monotonic()
         reporter.enter("exporting")
+        _check_disk_space(settings, model)
         dest = settings.work_root / job_id / "artifact"
         if dest.exists():  # a previous attempt died after exporting: start clean
             shutil.rmtree(dest)
@@ -366,6 +417,7 @@ def run_job(
     session_factory: sessionmaker[Session],
     job_id: str,
     owner: str | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> str | None:
     """Run a job if this worker wins its lease; returns its final status, None if skipped.
 
@@ -384,16 +436,30 @@ def run_job(
         webhooks.emit(
             settings=settings, session_factory=session_factory, job_id=job_id, event="job.started"
         )
-    reporter = JobReporter(session_factory, job_id, owner, settings.lease_seconds)
+    reporter = JobReporter(
+        session_factory,
+        job_id,
+        owner,
+        settings.lease_seconds,
+        time_limit=settings.max_job_seconds,
+        clock=clock,
+    )
     reporter.start_heartbeat()
     status, error = "succeeded", None
     try:
         with session_factory() as session:
             stored = session.get(Artifact, job_id) is not None
+            quotas = effective_quotas(session, tenant_id=job.tenant_id, settings=settings)
         if stored:  # an earlier attempt got as far as storing: only publishing is left
             reporter.event("artifact already stored; continuing from there")
         else:
-            _execute(settings=settings, job_id=job_id, spec=job.spec, reporter=reporter)
+            _execute(
+                settings=settings,
+                job_id=job_id,
+                spec=job.spec,
+                reporter=reporter,
+                max_params=quotas.max_model_params,
+            )
         if (job.spec.get("output") or {}).get("hub_repo"):
             if (job.metrics or {}).get("hub"):  # pushed before the worker died: not twice
                 reporter.event("already pushed to the Hub", data=job.metrics["hub"])
@@ -407,6 +473,8 @@ def run_job(
     except LeaseLost:
         log.warning("job %s: lease lost to another worker; stopping", job_id)
         return None
+    except (JobTimeLimit, ResourceLimit) as exc:
+        status, error = "failed", str(exc)
     except Cancelled:
         status = "cancelled"  # nothing was stored: partial work lives in the scratch folder
     except UnreachableTargetError as exc:

@@ -9,8 +9,13 @@ from app.artifacts.responses import artifact_file_response
 from app.artifacts.schemas import ArtifactOut
 from app.artifacts.storage import make_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.errors import error_responses
 
-router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["artifacts"],
+    responses=error_responses(401, 404, 409, 416, 422, 429, 503),
+)
 
 
 @router.delete("/{job_id}", status_code=204)

@@ -7,9 +7,13 @@ from fastapi import APIRouter, Response
 from app.credentials import service
 from app.credentials.schemas import HubCredentialIn, HubCredentialOut
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.errors import NotFound
+from app.errors import NotFound, error_responses
 
-router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
+router = APIRouter(
+    prefix="/v1/credentials",
+    tags=["credentials"],
+    responses=error_responses(400, 401, 404, 413, 422, 429, 503),
+)
 
 
 @router.put("/hub", response_model=HubCredentialOut)

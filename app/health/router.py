@@ -18,7 +18,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: the database or the broker is unreachable"}},
+)
 def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
     """Ready when the database answers and the broker is reachable; 503 otherwise."""
     checks: dict[str, str] = {}

@@ -12,11 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from app.artifacts.responses import artifact_file_response
 from app.artifacts.storage import make_store
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.errors import AppError
+from app.errors import AppError, ErrorResponse, error_responses
 from app.hubcompat import service
 
 __all__ = ["router"]
@@ -54,7 +55,26 @@ class HubRoute(APIRoute):
         return hub_handler
 
 
-router = APIRouter(tags=["hub"], route_class=HubRoute)
+class HubError(BaseModel):
+    """Errors of these routes, as the Hub sends them (also in ``X-Error-Message``)."""
+
+    error: str
+
+
+router = APIRouter(
+    tags=["hub"],
+    route_class=HubRoute,
+    responses={
+        **error_responses(413, 422, 429, 503),  # validation and limits: the API's own shape
+        401: {"model": HubError, "description": "Missing or invalid API key"},
+        # A path no route matches (a file path with a newline) gets the API's own 404 body.
+        404: {
+            "model": HubError | ErrorResponse,
+            "description": "RepoNotFound, RevisionNotFound, EntryNotFound",
+        },
+        416: {"model": HubError, "description": "Range outside the file"},
+    },
+)
 
 REPO_API = "/api/models/{namespace}/{name}"
 

@@ -12,11 +12,16 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.deps import CeleryDep, PrincipalDep, SessionDep, SessionFactoryDep, SettingsDep
+from app.errors import error_responses
 from app.jobs import service
 from app.jobs.schemas import TERMINAL_STATUSES, EventPage, JobCreate, JobOut, JobPage, JobStatus
 from app.queue import enqueue_job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503),
+)
 
 
 @router.post("", status_code=202, response_model=JobOut)

@@ -24,6 +24,7 @@ from app.db import utcnow as now
 from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput
 from app.jobs.models import Job, JobEvent
 from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
+from app.limits.quotas import check_model_size, check_submit_quotas
 from app.paths import resolve_local_path
 from app.settings import Settings
 from app.webhooks.service import check_job_webhook
@@ -141,6 +142,24 @@ def _check_minitron(method: MinitronConfig, folder: Path, total: int, target: in
         search_space(arch, method, target_params=target)
 
 
+def _local_params(body: JobCreate, spec: dict[str, Any]) -> int | None:
+    """The local checkpoint's parameter count, when readable (``_check_target`` cached it)."""
+    if body.model.path is None:
+        return None
+    method = body.method
+    targets = () if isinstance(method, MinitronConfig) else tuple(method.target_modules)
+    folder = Path(spec["model"]["path"])
+    weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
+    stat = weights.stat()
+    try:
+        shapes = _cached_shapes(
+            str(folder), body.model.gguf_file, targets, (stat.st_size, stat.st_mtime_ns)
+        )
+    except Exception:  # unreadable here: the worker checks after loading
+        return None
+    return None if shapes is None else shapes.total_params
+
+
 def submit_job(
     session: Session,
     *,
@@ -165,17 +184,22 @@ def submit_job(
                     f"(job {existing.id}); use a new key for a new job"
                 )
             return existing, False
+    check_submit_quotas(session, tenant_id=principal.tenant_id, settings=settings)
     if body.output is not None and session.get(HubCredential, principal.tenant_id) is None:
         raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
     if body.webhook is not None:
         check_job_webhook(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
+    spec = _resolved_spec(settings, body)
+    check_model_size(
+        session, tenant_id=principal.tenant_id, settings=settings, params=_local_params(body, spec)
+    )
     job = Job(
         tenant_id=principal.tenant_id,
         status="queued",
         method=body.method.name,
-        spec=_resolved_spec(settings, body),
+        spec=spec,
         metadata_=body.metadata,
         idempotency_key=idempotency_key,
         request_hash=request_hash,

@@ -8,9 +8,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.deps import PrincipalDep
+from app.errors import error_responses
 from compression.configs import method_descriptions
 
-router = APIRouter(prefix="/v1/methods", tags=["methods"])
+router = APIRouter(prefix="/v1/methods", tags=["methods"], responses=error_responses(401, 429, 503))
 
 
 class MethodOut(BaseModel):

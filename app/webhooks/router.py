@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.deps import PrincipalDep, SessionDep, SettingsDep
-from app.errors import NotFound
+from app.errors import NotFound, error_responses
 from app.webhooks import service
 from app.webhooks.schemas import DeliveryPage, Webhook, WebhookDefaultOut, WebhookSecretOut
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(
+    tags=["webhooks"], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503)
+)
 
 
 @router.get("/v1/webhooks/default", response_model=WebhookDefaultOut)
