@@ -3,48 +3,23 @@ route: a second tenant's key gets the same answer as for something that does not
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.artifacts.service import record_artifact
 from app.db import session_scope, utcnow
 from app.jobs.models import Job
-from app.settings import Settings
+from tests.app.test_artifacts_api import _fake_artifact, _job
 
 HUB_TOKEN = "hf_acmeSecretToken9876"
 
 
 def _acme_job_with_artifact(api: TestClient, h: dict[str, str], tmp_path: Path) -> str:
-    (tmp_path / "c.txt").write_text("calibration text")
-    body = {
-        "model": {"id": "org/model"},
-        "target": {"ratio": 0.5},
-        "method": {"name": "svd"},
-        "calibration": {"path": "c.txt"},
-    }
-    job_id = str(api.post("/v1/jobs", json=body, headers=h).json()["id"])
-    settings: Settings = api.app.state.settings
-    folder = settings.artifacts_root / job_id
-    folder.mkdir(parents=True)
-    data = b'{"model_type": "llama"}'
-    (folder / "config.json").write_bytes(data)
+    job_id = _job(api, h, tmp_path)
+    _fake_artifact(api, api.app.state.settings, job_id)
     with session_scope(api.app.state.session_factory) as session:
-        record_artifact(
-            session,
-            job_id=job_id,
-            location=job_id,
-            files=[
-                {
-                    "path": "config.json",
-                    "size": len(data),
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                }
-            ],
-        )
         session.execute(
             update(Job).where(Job.id == job_id).values(status="succeeded", finished_at=utcnow())
         )
