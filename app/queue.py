@@ -15,6 +15,7 @@ from app.settings import Settings
 __all__ = ["RUN_JOB_TASK", "broker_reachable", "enqueue_job", "make_celery_app"]
 
 RUN_JOB_TASK = "slimforge.run_job"
+DELIVER_WEBHOOK_TASK = "slimforge.deliver_webhook"
 
 
 def make_celery_app(settings: Settings) -> Celery:
@@ -59,6 +60,20 @@ def enqueue_job(celery: Celery, settings: Settings, job_id: str) -> None:
         RUN_JOB_TASK,
         args=[job_id],
         queue=settings.queue_name,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def enqueue_webhook(
+    celery: Celery, settings: Settings, delivery_id: int, *, countdown: float = 0
+) -> None:
+    """Queue one webhook delivery attempt; the message carries only its id."""
+    celery.send_task(
+        DELIVER_WEBHOOK_TASK,
+        args=[delivery_id],
+        queue=settings.webhook_queue or settings.queue_name,
+        countdown=countdown or None,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )

@@ -11,4 +11,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
+# Screenshots of the browser test are kept here (ignored by git) for CI to collect.
+export SLIMFORGE_TEST_ARTIFACTS="${SLIMFORGE_TEST_ARTIFACTS:-$PWD/.cache/test-artifacts}"
+mkdir -p "$SLIMFORGE_TEST_ARTIFACTS"
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import session_scope, utcnow
 from app.jobs.models import Job
-from app.queue import make_celery_app
+from app.queue import DELIVER_WEBHOOK_TASK, enqueue_webhook, make_celery_app
 from app.settings import Settings
 from app.webhooks import service
 from app.webhooks.models import WebhookDelivery
@@ -35,7 +35,6 @@ __all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit", "enqueue_de
 
 log = logging.getLogger("slimforge.worker")
 
-DELIVER_WEBHOOK_TASK = "slimforge.deliver_webhook"
 USER_AGENT = "slimforge-webhooks/0.1"
 
 
@@ -50,15 +49,8 @@ class NextAttempt:
 def enqueue_delivery(
     celery: Celery, settings: Settings, delivery_id: int, *, countdown: float = 0
 ) -> None:
-    """Queue one delivery attempt; the message carries only its id."""
-    celery.send_task(
-        DELIVER_WEBHOOK_TASK,
-        args=[delivery_id],
-        queue=settings.webhook_queue or settings.queue_name,
-        countdown=countdown or None,
-        retry=True,
-        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-    )
+    """Queue one delivery attempt (see :func:`app.queue.enqueue_webhook`)."""
+    enqueue_webhook(celery, settings, delivery_id, countdown=countdown)
 
 
 # One producer app per broker and process: the runner emits events without a Celery app of its

@@ -15,7 +15,7 @@ from app.deps import CeleryDep, PrincipalDep, SessionDep, SessionFactoryDep, Set
 from app.errors import error_responses
 from app.jobs import service
 from app.jobs.schemas import TERMINAL_STATUSES, EventPage, JobCreate, JobOut, JobPage, JobStatus
-from app.queue import enqueue_job
+from app.queue import enqueue_job, enqueue_webhook
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -88,9 +88,20 @@ def publish_job(
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
+def cancel_job(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
+) -> JobOut:
     """Cancel a job: at once if queued, at the next block if running."""
-    job = service.cancel_job(session, tenant_id=principal.tenant_id, job_id=job_id)
+    job = service.cancel_job(
+        session,
+        tenant_id=principal.tenant_id,
+        job_id=job_id,
+        send_webhook=lambda delivery_id: enqueue_webhook(celery, settings, delivery_id),
+    )
     return service.job_out(job)
 
 

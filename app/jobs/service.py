@@ -27,7 +27,7 @@ from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.limits.quotas import check_model_size, check_submit_quotas
 from app.paths import resolve_local_path
 from app.settings import Settings
-from app.webhooks.service import check_job_webhook
+from app.webhooks.service import check_job_webhook, create_deliveries
 from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
 from compression.configs import MinitronConfig
 from compression.planning import UnreachableTargetError, resolve_target
@@ -268,8 +268,17 @@ def list_jobs(
     return rows[:limit], next_cursor
 
 
-def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
-    """Cancel a queued job at once; ask a running one to stop at its next checkpoint."""
+def cancel_job(
+    session: Session,
+    *,
+    tenant_id: str,
+    job_id: str,
+    send_webhook: Callable[[int], None] | None = None,
+) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next checkpoint.
+
+    A queued job ends here, not on a worker, so its ``job.cancelled`` webhook (if subscribed)
+    is recorded here and each delivery id handed to ``send_webhook``."""
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job.status in TERMINAL_STATUSES:
         raise Conflict(f"job '{job_id}' already ended with status '{job.status}'")
@@ -278,6 +287,11 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
         job.finished_at = now()
         job.cancel_requested = True
         add_event(session, job_id=job.id, message="job cancelled before it started")
+        session.commit()
+        for delivery_id in create_deliveries(session, job_id=job.id, event="job.cancelled"):
+            if send_webhook is not None:
+                send_webhook(delivery_id)
+        return job
     elif not job.cancel_requested:
         job.cancel_requested = True
         add_event(

@@ -174,3 +174,25 @@ def test_the_delivery_log_is_per_tenant(api: TestClient, auth, text_files) -> No
         404
     )
     assert api.get(f"/v1/jobs/{job_id}/webhook-deliveries").status_code == 401
+
+
+def test_cancelling_a_queued_job_records_its_cancelled_webhook(
+    api: TestClient, auth, text_files
+) -> None:
+    """A queued job ends in the API, not on a worker: the API records the delivery."""
+    h = auth()
+    api.post("/v1/webhooks/secret", headers=h)
+    hook = {"url": PUBLIC, "events": ["job.cancelled"]}
+    body = {
+        "model": {"id": "org/model"},
+        "target": {"ratio": 0.5},
+        "method": {"name": "svd"},
+        "calibration": {"path": str(text_files["calibration"])},
+        "webhook": hook,
+    }
+    job_id = api.post("/v1/jobs", json=body, headers=h).json()["id"]
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=h).json()["status"] == "cancelled"
+    deliveries = api.get(f"/v1/jobs/{job_id}/webhook-deliveries", headers=h).json()["items"]
+    assert [(d["event_type"], d["url"], d["attempt"]) for d in deliveries] == [
+        ("job.cancelled", PUBLIC, 1)
+    ]
