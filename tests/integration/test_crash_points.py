@@ -1,0 +1,102 @@
+"""kill -9 the worker in different stages of a job: another worker picks the job up and ends
+it with the same weights (sha256 of every weight file) as an uninterrupted run, and no job is
+left running. Real worker processes, real Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.conftest import make_key
+from tests.integration.test_end_to_end import _env, _process, _wait_for
+from tests.services import fresh_database
+from tests.tiny import save_tiny_llama
+
+pytestmark = pytest.mark.services
+
+# Where the kill lands: the first event of the stage (the stage is then under way).
+KILL_AT = ("stage calibrating started", "stage compressing started", "stage exporting started")
+
+
+def _weight_digests(client: TestClient, job_id: str) -> dict[str, str]:
+    files = client.get(f"/v1/jobs/{job_id}/artifacts").json()["files"]
+    return {f["path"]: f["sha256"] for f in files if f["path"].endswith(".safetensors")}
+
+
+def _events(client: TestClient, job_id: str) -> list[str]:
+    items = client.get(f"/v1/jobs/{job_id}/events?limit=1000").json()["items"]
+    return [str(e["message"]) for e in items]
+
+
+def test_a_worker_killed_in_any_stage_leaves_the_same_result(
+    tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=fresh_database(postgres_url, "crash_points"),
+        broker_url=redis_url,
+        local_roots=[tmp_path],
+        lease_seconds=5,
+        rate_limit_per_minute=0,
+    )
+    upgrade(settings)
+    model = save_tiny_llama(tmp_path / "tiny", layers=4)
+    key = make_key(settings, "ci")
+    env = {**_env(settings), "SLIMFORGE_LEASE_SECONDS": "5", "SLIMFORGE_DEVICE": "cpu"}
+    body: dict[str, Any] = {
+        "model": {"path": str(model)},
+        "target": {"ratio": 0.8},
+        "method": {"name": "svd"},  # deterministic: the same weights bit for bit
+        "calibration": {"path": str(text_files["calibration"]), "max_tokens": 4096},
+        "evaluation": {"path": str(text_files["evaluation"]), "max_tokens": 2048},
+    }
+    app = create_app(settings)
+    with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
+        killed: dict[str, str] = {}
+        for n, moment in enumerate(KILL_AT):
+            job_id = client.post("/v1/jobs", json=body).json()["id"]
+            log = tmp_path / f"killed-{n}.log"
+            with _process([sys.executable, "-m", "worker"], env, log) as worker:
+                deadline = time.monotonic() + 120
+                while moment not in _events(client, job_id):
+                    assert time.monotonic() < deadline, log.read_text()[-4000:]
+                    assert worker.poll() is None, log.read_text()[-4000:]
+                    time.sleep(0.02)
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=30)
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            assert job["status"] == "running", job  # the worker vanished mid-job
+            killed[job_id] = str(job["stage"])
+
+        # One worker finds every orphan once its lease expires, finishes it, then the
+        # reference job runs uninterrupted.
+        log = tmp_path / "survivor.log"
+        with _process([sys.executable, "-m", "worker"], env, log):
+            reference_id = client.post("/v1/jobs", json=body).json()["id"]
+            for job_id in [*killed, reference_id]:
+                job = _wait_for(client, job_id, log, timeout=300)
+                assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
+        reference = _weight_digests(client, reference_id)
+        assert reference
+        for job_id, stage in killed.items():
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            assert job["attempts"] == 2, (stage, job["attempts"])
+            assert "worker lost (lease expired); job requeued and will resume" in _events(
+                client, job_id
+            )
+            assert _weight_digests(client, job_id) == reference, stage
+        # The kills landed in the stages they aimed at (or just after a fast one ended).
+        assert len(set(killed.values())) >= 2, killed
+        assert client.get("/v1/jobs?status=running").json()["items"] == []
+    app.state.engine.dispose()
