@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # unacknowledged (acks_late) job is not redelivered while it still runs. The worker also
     # enforces it: a job that runs longer fails with a message naming this setting.
     max_job_seconds: int = Field(default=6 * 3600, ge=60)
+    resend_queued_after_seconds: int = Field(
+        default=900,
+        ge=10,
+        description="A job queued this long with nothing happening gets its broker message "
+        "sent again (a broker restarted without persistence may have lost it).",
+    )
     lease_seconds: int = Field(
         default=120, ge=5, description="A running job's lease; renewed while it makes progress."
     )

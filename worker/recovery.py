@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,7 +21,7 @@ from app.jobs import lifecycle
 from app.queue import enqueue_job
 from app.settings import Settings
 
-__all__ = ["OrphanSweeper", "purge_artifacts", "requeue_orphaned_jobs"]
+__all__ = ["OrphanSweeper", "purge_artifacts", "requeue_orphaned_jobs", "resend_stale_queued"]
 
 log = logging.getLogger("slimforge.worker")
 
@@ -33,6 +34,21 @@ def requeue_orphaned_jobs(
         job_ids = lifecycle.requeue_orphaned(session)
     for job_id in job_ids:
         log.warning("job %s lost its worker; requeued", job_id)
+        enqueue_job(celery, settings, job_id)
+    return job_ids
+
+
+def resend_stale_queued(
+    *, settings: Settings, session_factory: sessionmaker[Session], celery: Celery
+) -> list[str]:
+    """Send another message for jobs queued with nothing happening for
+    ``resend_queued_after_seconds``: no job waits forever on a message the broker lost."""
+    with session_factory() as session:
+        job_ids = lifecycle.stale_queued(
+            session, quiet_for=timedelta(seconds=settings.resend_queued_after_seconds)
+        )
+    for job_id in job_ids:
+        log.warning("job %s still queued; its message was sent again", job_id)
         enqueue_job(celery, settings, job_id)
     return job_ids
 
@@ -70,6 +86,11 @@ class OrphanSweeper(threading.Thread):
         while True:
             try:
                 requeue_orphaned_jobs(
+                    settings=self.settings,
+                    session_factory=self.session_factory,
+                    celery=self.celery,
+                )
+                resend_stale_queued(
                     settings=self.settings,
                     session_factory=self.session_factory,
                     celery=self.celery,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
-from app.jobs.models import Job
+from app.jobs.models import Job, JobEvent
 from app.jobs.schemas import TERMINAL_STATUSES
 from app.jobs.service import add_event
 
@@ -26,6 +26,7 @@ __all__ = [
     "renew_lease",
     "requeue_orphaned",
     "set_stage",
+    "stale_queued",
 ]
 
 
@@ -100,6 +101,35 @@ def requeue_orphaned(session: Session) -> list[str]:
             requeued.append(job_id)
     session.commit()
     return requeued
+
+
+def stale_queued(session: Session, *, quiet_for: timedelta) -> list[str]:
+    """Queued jobs with no event for ``quiet_for`` (no worker took them, nothing happened):
+    their broker message may be lost (a broker restarted without persistence). Records an
+    event on each, so the next call waits ``quiet_for`` again before naming it twice.
+
+    Sending another message is always safe: the lease lets only one of them run the job.
+    """
+    cutoff = utcnow() - quiet_for
+    last = (
+        select(JobEvent.job_id, func.max(JobEvent.created_at).label("at"))
+        .group_by(JobEvent.job_id)
+        .subquery()
+    )
+    stale = session.scalars(
+        select(Job.id)
+        .outerjoin(last, last.c.job_id == Job.id)
+        .where(Job.status == "queued", func.coalesce(last.c.at, Job.created_at) < cutoff)
+    ).all()
+    for job_id in stale:
+        add_event(
+            session,
+            job_id=job_id,
+            level="warning",
+            message="still queued with no worker on it: its message was sent again",
+        )
+    session.commit()
+    return list(stale)
 
 
 def renew_lease(session: Session, *, job_id: str, owner: str, lease_seconds: int) -> bool:

@@ -76,3 +76,40 @@ def test_sweeper_thread_sweeps_at_start_and_stops(api: TestClient, settings: Set
     sweeper.stop()
     sweeper.join(timeout=5)
     assert not sweeper.is_alive() and calls == [1]
+
+
+def test_jobs_queued_with_nothing_happening_get_their_message_again(
+    api: TestClient, auth, settings: Settings, tmp_path: Path, text_files
+) -> None:
+    """A broker restarted without persistence loses queued messages: the sweeper sends
+    another once a queued job has been quiet for resend_queued_after_seconds, then waits
+    that long again; the job still runs once."""
+    from app.db import session_scope
+    from app.jobs.models import JobEvent
+    from worker.recovery import resend_stale_queued
+
+    h = auth()
+    model = save_tiny_llama(tmp_path / "tiny")
+    quiet, fresh = submit(api, h, model, text_files), submit(api, h, model, text_files)
+    factory = api.app.state.session_factory
+    with session_scope(factory) as session:  # the first job has been quiet for an hour
+        hour_ago = utcnow() - timedelta(hours=1)
+        session.execute(update(Job).where(Job.id == quiet).values(created_at=hour_ago))
+        session.execute(
+            update(JobEvent).where(JobEvent.job_id == quiet).values(created_at=hour_ago)
+        )
+    settings.ensure_dirs()
+    celery = make_celery_app(settings)
+    queue = settings.broker_folder / "queue"
+    before = len(list(queue.iterdir()))
+    sweep = {"settings": settings, "session_factory": factory, "celery": celery}
+    assert resend_stale_queued(**sweep) == [quiet]
+    assert len(list(queue.iterdir())) == before + 1
+    assert resend_stale_queued(**sweep) == []  # just sent: quiet again only after a while
+    events = [e["message"] for e in api.get(f"/v1/jobs/{quiet}/events", headers=h).json()["items"]]
+    assert "still queued with no worker on it: its message was sent again" in events
+    # Two messages, one run: the second finds the job already done.
+    assert run_job(settings=settings, session_factory=factory, job_id=quiet) == "succeeded"
+    assert run_job(settings=settings, session_factory=factory, job_id=quiet) is None
+    assert api.get(f"/v1/jobs/{quiet}", headers=h).json()["attempts"] == 1
+    assert api.get(f"/v1/jobs/{fresh}", headers=h).json()["status"] == "queued"
