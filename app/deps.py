@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.auth.scopes import SCOPES, Scope
 from app.auth.service import Principal, authenticate
+from app.errors import Forbidden
 from app.settings import Settings
 
 
@@ -53,3 +55,30 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scope(scope: Scope) -> Callable[[Principal], Principal]:
+    """A dependency giving the caller's Principal if its key has ``scope`` (or a higher one),
+    else 403 naming the scope."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.has_scope(scope):
+            raise Forbidden(
+                f"this API key lacks the '{scope}' scope this route needs; create a key with "
+                f"it (POST /v1/keys with an admin key, or 'slimforge admin create-key "
+                f"--scopes {scope}')",
+                details={
+                    "required_scope": scope,
+                    "key_scopes": [s for s in SCOPES if s in principal.scopes],
+                },
+            )
+        return principal
+
+    check.__name__ = f"require_{scope}_scope"
+    return check
+
+
+# One per route: the scope it needs (each includes the ones before it).
+ReadPrincipalDep = Annotated[Principal, Depends(require_scope("read"))]
+SubmitPrincipalDep = Annotated[Principal, Depends(require_scope("submit"))]
+AdminPrincipalDep = Annotated[Principal, Depends(require_scope("admin"))]

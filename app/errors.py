@@ -16,6 +16,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "ErrorResponse",
+    "Forbidden",
     "NotFound",
     "ServiceUnavailable",
     "Unauthorized",
@@ -40,6 +41,7 @@ class ErrorResponse(BaseModel):
 _STATUS_TEXT = {
     400: "Bad request",
     401: "Missing, malformed or revoked API key",
+    403: "The API key lacks the scope this route needs",
     404: "No such resource for this tenant",
     409: "Conflict with the resource's current state",
     413: "Request body too large",
@@ -81,6 +83,11 @@ class Unauthorized(AppError):
 
     def __init__(self, message: str, **kwargs: Any):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"}, **kwargs)
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(AppError):

@@ -12,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
+from app.auth.router import router as keys_router
 from app.credentials.router import router as credentials_router
 from app.dashboard.router import router as dashboard_router
 from app.db import make_engine, make_session_factory
@@ -114,6 +115,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials_router)
     app.include_router(hubcompat_router)
     app.include_router(webhooks_router)
+    app.include_router(keys_router)
     app.include_router(dashboard_router)  # last: `/` and `/dashboard/*` only
     install_observability(app, settings)  # /metrics; request ids, logs: the outermost middleware
     return app

