@@ -47,8 +47,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
-def make_engine(database_url: str) -> Engine:
-    """Create an engine; SQLite gets WAL and a busy timeout so the API and worker share it."""
+def make_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    pool_timeout: float = 5.0,
+) -> Engine:
+    """Create an engine; SQLite gets WAL and a busy timeout so the API and worker share it.
+
+    A server database gets a bounded pool: with N API processes it opens at most
+    N x (pool_size + max_overflow) connections, which must stay under the server's
+    max_connections. A request that waits ``pool_timeout`` for a connection gets a 503 (see
+    app.main), not a long hang."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url, connect_args={"check_same_thread": False, "timeout": 30}
@@ -63,7 +74,13 @@ def make_engine(database_url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(
+        database_url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

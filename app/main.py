@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
@@ -73,7 +74,12 @@ def create_app(settings: Settings) -> FastAPI:
         description="Compression as a service for language models: submit a model, a target "
         "size and a method; get a smaller model, its metrics and its files back.",
     )
-    engine = make_engine(settings.database_url)
+    engine = make_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
@@ -101,6 +107,14 @@ def create_app(settings: Settings) -> FastAPI:
             "unavailable",
             "the database is unavailable; retry shortly",
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(SQLAlchemyTimeoutError)
+    async def _db_busy(_: Request, exc: SQLAlchemyTimeoutError) -> JSONResponse:
+        # Every pooled connection is in use: more requests than this process can serve now.
+        log.warning("database pool exhausted: %s", exc)
+        return _error(
+            503, "unavailable", "the service is busy; retry shortly", headers={"Retry-After": "1"}
         )
 
     @app.exception_handler(Exception)

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     # unacknowledged (acks_late) job is not redelivered while it still runs. The worker also
     # enforces it: a job that runs longer fails with a message naming this setting.
     max_job_seconds: int = Field(default=6 * 3600, ge=60)
+    db_pool_size: int = Field(default=10, ge=1, description="Pooled connections per process.")
+    db_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        description="Extra connections per process under load. Keep API processes x "
+        "(pool size + overflow) under PostgreSQL's max_connections (100 by default).",
+    )
+    db_pool_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Wait for a pooled connection before answering 503."
+    )
     resend_queued_after_seconds: int = Field(
         default=900,
         ge=10,

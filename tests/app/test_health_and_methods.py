@@ -57,3 +57,35 @@ def test_openapi_documents_the_method_union(api: TestClient) -> None:
     assert "SvdConfig" in schema["components"]["schemas"]
     assert "MinitronConfig" in schema["components"]["schemas"]
     assert "distill" in job_create["properties"] and "KdConfig" in schema["components"]["schemas"]
+
+
+def test_an_exhausted_connection_pool_is_a_503_after_the_pool_timeout(
+    postgres_url: str, tmp_path
+) -> None:
+    """More concurrent requests than pooled connections: the extra ones wait
+    db_pool_timeout_seconds, then get 503 with Retry-After (not a hang, not a 500)."""
+    from app.migrate import upgrade
+    from tests.conftest import make_key
+    from tests.services import fresh_database
+
+    settings = Settings(
+        home=tmp_path,
+        database_url=fresh_database(postgres_url, "pool_exhausted"),
+        db_pool_size=1,
+        db_max_overflow=0,
+        db_pool_timeout_seconds=0.5,
+    )
+    upgrade(settings)
+    key = make_key(settings, "acme")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        held = app.state.engine.connect()  # the pool's only connection, taken
+        try:
+            r = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+        finally:
+            held.close()
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "busy" in r.json()["error"]["message"]
+        ok = client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
+        assert ok.status_code == 200
+    app.state.engine.dispose()
