@@ -9,6 +9,7 @@ from celery import Celery
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.artifacts.storage import ArtifactStore
 from app.auth.scopes import SCOPES, Scope
 from app.auth.service import Principal, authenticate
 from app.errors import Forbidden
@@ -38,7 +39,14 @@ def get_celery(request: Request) -> Celery:
     return celery
 
 
+def get_store(request: Request) -> ArtifactStore:
+    store: ArtifactStore = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+# One store per app: an S3 store holds a boto3 client, too costly to build per request.
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]

@@ -13,6 +13,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts.router import router as artifacts_router
+from app.artifacts.storage import make_store
 from app.auth.router import router as keys_router
 from app.credentials.router import router as credentials_router
 from app.dashboard.router import router as dashboard_router
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
     app.state.celery = make_celery_app(settings)
+    app.state.store = make_store(settings)
     app.add_middleware(RequestLimitsMiddleware, settings=settings)  # rate + body size
 
     @app.exception_handler(AppError)

@@ -52,8 +52,6 @@ from app.migrate import upgrade  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from tests.services import free_port, fresh_database, postgres_server, redis_server  # noqa: E402
 
-_DEFAULTS = Settings()  # the pool settings every API process gets (they are not overridden here)
-POOL = _DEFAULTS.db_pool_size + _DEFAULTS.db_max_overflow  # connections per API process
 TENANTS = 10  # a few shared keys: client i uses key i % TENANTS
 TERMINAL = {"succeeded", "failed", "cancelled"}
 # The bar.
@@ -420,10 +418,13 @@ def print_report(
         "- PostgreSQL and Redis are throw-away servers (tests/services.py): PostgreSQL with "
         "fsync=off, Redis without persistence — commits are cheaper than on a durable server"
     )
+    # The pool settings every API process gets (the benchmark does not override them).
+    defaults = Settings(home=Path(tempfile.gettempdir()))
+    pool = defaults.db_pool_size + defaults.db_max_overflow
     print(
-        f"- DB pool per API process: {POOL} connections ({_DEFAULTS.db_pool_size} + "
-        f"{_DEFAULTS.db_max_overflow} overflow, {_DEFAULTS.db_pool_timeout_seconds:g} s checkout "
-        f"timeout, then 503); {args.workers} processes x {POOL} = {args.workers * POOL} vs "
+        f"- DB pool per API process: {pool} connections ({defaults.db_pool_size} + "
+        f"{defaults.db_max_overflow} overflow, {defaults.db_pool_timeout_seconds:g} s checkout "
+        f"timeout, then 503); {args.workers} processes x {pool} = {args.workers * pool} vs "
         f"PostgreSQL max_connections {max_connections}"
     )
     print(f"- client timeout {CLIENT_TIMEOUT_S:g} s; job body: svd ratio 0.8 on a tiny Llama\n")

@@ -20,15 +20,21 @@ Settings come from ``SLIMFORGE_*`` environment variables (see ``app.settings.Set
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.settings import Settings
 from slimforge.client.cli import add_client_commands
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 __all__ = ["main"]
 
@@ -103,25 +109,34 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _create_key(args: argparse.Namespace) -> int:
-    from app.auth.service import create_api_key
+@contextlib.contextmanager
+def _admin_session() -> Iterator[Session]:
+    """A session on the configured database (migrated first) for one admin command."""
     from app.db import make_engine, make_session_factory, session_scope
     from app.migrate import upgrade
 
     settings = Settings()
     upgrade(settings)
     engine = make_engine(settings.database_url)
-    scopes = args.scopes.split(",") if args.scopes else None
     try:
         with session_scope(make_session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    from app.auth.service import create_api_key
+
+    scopes = args.scopes.split(",") if args.scopes else None
+    try:
+        with _admin_session() as session:
             key = create_api_key(
                 session, tenant_name=args.tenant, scopes=scopes, name=args.name or None
             )
     except ValueError as exc:  # an unknown scope, a name over 100 characters
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
     print(key)
     print(
         f"# API key for tenant '{args.tenant}' (scopes: {args.scopes or 'admin'}): shown once, "
@@ -133,35 +148,23 @@ def _create_key(args: argparse.Namespace) -> int:
 
 def _revoke_key(args: argparse.Namespace) -> int:
     from app.auth.service import revoke_key
-    from app.db import make_engine, make_session_factory, session_scope
     from app.errors import NotFound
-    from app.migrate import upgrade
 
-    settings = Settings()
-    upgrade(settings)
-    engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with _admin_session() as session:
             revoke_key(session, key_id=args.id, tenant_id=None)
     except NotFound as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
-    finally:
-        engine.dispose()
     print(f"API key {args.id} revoked")
     return 0
 
 
 def _set_quota(args: argparse.Namespace) -> int:
-    from app.db import make_engine, make_session_factory, session_scope
     from app.limits.quotas import set_tenant_quota
-    from app.migrate import upgrade
 
-    settings = Settings()
-    upgrade(settings)
-    engine = make_engine(settings.database_url)
     try:
-        with session_scope(make_session_factory(engine)) as session:
+        with _admin_session() as session:
             set_tenant_quota(
                 session,
                 tenant_name=args.tenant,
@@ -172,8 +175,6 @@ def _set_quota(args: argparse.Namespace) -> int:
     except ValueError as exc:  # a negative value
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    finally:
-        engine.dispose()
     print(f"quotas of tenant '{args.tenant}' set (unset values: the server's defaults)")
     return 0
 

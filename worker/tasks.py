@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.queue import RUN_JOB_TASK
+from app.queue import RUN_JOB_TASK, enqueue_webhook
 from app.settings import Settings
 from worker import runner, webhooks
 
@@ -29,6 +29,4 @@ def register_tasks(
     def deliver_webhook(delivery_id: int) -> None:
         following = webhooks.deliver(session_factory, settings, delivery_id)
         if following is not None:
-            webhooks.enqueue_delivery(
-                app, settings, following.delivery_id, countdown=following.delay
-            )
+            enqueue_webhook(app, settings, following.delivery_id, countdown=following.delay)

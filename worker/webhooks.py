@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,7 +30,7 @@ from app.webhooks.models import WebhookDelivery
 from app.webhooks.safety import UnsafeWebhookUrl, WebhookHostUnresolvable, check_webhook_url
 from slimforge.webhooks import sign_webhook
 
-__all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit", "enqueue_delivery"]
+__all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit"]
 
 log = logging.getLogger("slimforge.worker")
 
@@ -44,25 +43,6 @@ class NextAttempt:
 
     delivery_id: int
     delay: float
-
-
-def enqueue_delivery(
-    celery: Celery, settings: Settings, delivery_id: int, *, countdown: float = 0
-) -> None:
-    """Queue one delivery attempt (see :func:`app.queue.enqueue_webhook`)."""
-    enqueue_webhook(celery, settings, delivery_id, countdown=countdown)
-
-
-# One producer app per broker and process: the runner emits events without a Celery app of its
-# own, and a new app (with its connection pool) per event would leak connections.
-_producers: dict[tuple[str, str], Celery] = {}
-
-
-def _producer(settings: Settings) -> Celery:
-    key = (settings.broker_url, str(settings.broker_folder))
-    if key not in _producers:
-        _producers[key] = make_celery_app(settings)
-    return _producers[key]
 
 
 def emit(
@@ -79,9 +59,20 @@ def emit(
     try:
         with session_factory() as session:
             ids = service.create_deliveries(session, job_id=job_id, event=event)
-        sender = send or (lambda i: enqueue_delivery(_producer(settings), settings, i))
-        for delivery_id in ids:
-            sender(delivery_id)
+        if not ids:
+            return ids
+        if send is not None:
+            for delivery_id in ids:
+                send(delivery_id)
+            return ids
+        # A producer just for this: a job sends a few events in all, and no client outlives
+        # the call (the runner has no Celery app of its own).
+        producer = make_celery_app(settings)
+        try:
+            for delivery_id in ids:
+                enqueue_webhook(producer, settings, delivery_id)
+        finally:
+            producer.close()
         return ids
     except Exception:
         log.exception("job %s: could not queue the %s webhook", job_id, event)

@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request, Response
 from app.artifacts import service
 from app.artifacts.responses import artifact_file_response
 from app.artifacts.schemas import ArtifactOut
-from app.artifacts.storage import make_store
-from app.deps import ReadPrincipalDep, SessionDep, SettingsDep, SubmitPrincipalDep
+from app.deps import ReadPrincipalDep, SessionDep, StoreDep, SubmitPrincipalDep
 from app.errors import error_responses
 
 router = APIRouter(
@@ -20,12 +19,10 @@ router = APIRouter(
 
 @router.delete("/{job_id}", status_code=204)
 def delete_job(
-    job_id: str, session: SessionDep, principal: SubmitPrincipalDep, settings: SettingsDep
+    job_id: str, session: SessionDep, principal: SubmitPrincipalDep, store: StoreDep
 ) -> Response:
     """Delete an ended job with its artifact files, events and metrics."""
-    service.delete_job(
-        session, store=make_store(settings), tenant_id=principal.tenant_id, job_id=job_id
-    )
+    service.delete_job(session, store=store, tenant_id=principal.tenant_id, job_id=job_id)
     return Response(status_code=204)
 
 
@@ -49,13 +46,13 @@ def download_artifact_file(
     request: Request,
     session: SessionDep,
     principal: ReadPrincipalDep,
-    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     """Stream one file (Range requests supported); ``X-Checksum-Sha256`` carries its digest."""
     artifact, entry = service.resolve_file(
         session, tenant_id=principal.tenant_id, job_id=job_id, path=path
     )
-    return artifact_file_response(request, make_store(settings), artifact.location, entry)
+    return artifact_file_response(request, store, artifact.location, entry)
 
 
 # HEAD answers with the same headers (size, ETag, checksum) and no body; one operation in the

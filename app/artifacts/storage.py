@@ -115,10 +115,6 @@ class LocalArtifactStore:
             return None
         return target
 
-    def file_path(self, location: str, relative: str) -> Path | None:
-        """Alias of :meth:`local_path` (the absolute path, or None outside the artifact)."""
-        return self.local_path(location, relative)
-
     def size(self, location: str, path: str) -> int | None:
         found = self.local_path(location, path)
         return None if found is None else found.stat().st_size

@@ -15,8 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app.artifacts.responses import artifact_file_response
-from app.artifacts.storage import make_store
-from app.deps import ReadPrincipalDep, SessionDep, SettingsDep
+from app.deps import ReadPrincipalDep, SessionDep, StoreDep
 from app.errors import AppError, ErrorResponse, error_responses
 from app.hubcompat import service
 
@@ -141,7 +140,7 @@ def resolve_file(
     request: Request,
     session: SessionDep,
     principal: ReadPrincipalDep,
-    settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
     """One file's bytes (Range supported); HEAD gives what ``get_hf_file_metadata`` needs."""
     artifact = service.find_repo(session, principal, namespace, name)
@@ -155,9 +154,7 @@ def resolve_file(
         "X-Linked-Etag": f'"{entry["sha256"]}"',
         "X-Linked-Size": str(int(entry["size"])),
     }
-    return artifact_file_response(
-        request, make_store(settings), artifact.location, entry, headers=headers
-    )
+    return artifact_file_response(request, store, artifact.location, entry, headers=headers)
 
 
 # HEAD carries the same headers and no body; one operation in the OpenAPI schema is enough.

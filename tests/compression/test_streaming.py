@@ -34,8 +34,10 @@ def test_placed_hands_the_layer_back_with_swapped_modules() -> None:
     with placed(layer, torch.device("cpu")):
         layer.mlp.up_proj = torch.nn.Linear(64, 128, bias=False)
     assert all(p.device.type == "cpu" for p in layer.parameters())
-    with placed(layer, None):  # no device: nothing moves
-        pass
+    weight = layer.mlp.up_proj.weight
+    with placed(layer, None):  # no device: nothing moves, nothing is copied
+        assert layer.mlp.up_proj.weight is weight
+    assert layer.mlp.up_proj.weight is weight
 
 
 @pytest.mark.parametrize("strategy", ["bottom", "energy"])
