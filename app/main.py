@@ -23,6 +23,7 @@ from app.health.router import router as health_router
 from app.hubcompat.router import router as hubcompat_router
 from app.jobs.router import router as jobs_router
 from app.limits.middleware import RequestLimitsMiddleware
+from app.limits.slots import SessionSlots
 from app.methods.router import router as methods_router
 from app.observability import current_request_id, install_observability
 from app.queue import make_celery_app
@@ -84,6 +85,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    # As many request slots as pooled connections (see app.limits.slots).
+    app.state.session_slots = SessionSlots(
+        size=settings.db_pool_size + settings.db_max_overflow,
+        timeout=settings.db_pool_timeout_seconds,
+    )
     app.state.celery = make_celery_app(settings)
     app.state.store = make_store(settings)
     app.add_middleware(RequestLimitsMiddleware, settings=settings)  # rate + body size

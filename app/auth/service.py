@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiKey, Tenant
@@ -122,6 +122,14 @@ def revoke_key(session: Session, *, key_id: str, tenant_id: str | None) -> ApiKe
     return row
 
 
+# Built once (every request runs it): the columns a Principal needs, not whole ORM rows.
+_KEY_LOOKUP = (
+    select(ApiKey.id, ApiKey.scopes, Tenant.id, Tenant.name)
+    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+)
+
+
 def authenticate(session: Session, *, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer <key>`` header to its tenant or raise 401."""
     if not authorization:
@@ -129,19 +137,15 @@ def authenticate(session: Session, *, authorization: str | None) -> Principal:
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("malformed Authorization header: expected 'Bearer <key>'")
-    row = session.execute(
-        select(ApiKey, Tenant)
-        .join(Tenant, Tenant.id == ApiKey.tenant_id)
-        .where(ApiKey.key_hash == hash_key(key.strip()), ApiKey.revoked_at.is_(None))
-    ).first()
+    row = session.execute(_KEY_LOOKUP, {"key_hash": hash_key(key.strip())}).first()
     if row is None:
         raise Unauthorized(
             "invalid or revoked API key; create one with 'slimforge admin create-key --tenant NAME'"
         )
-    api_key, tenant = row
+    key_id, scopes, tenant_id, tenant_name = row
     return Principal(
-        tenant_id=tenant.id,
-        tenant_name=tenant.name,
-        key_id=api_key.id,
-        scopes=effective_scopes(api_key.scopes),
+        tenant_id=tenant_id,
+        tenant_name=tenant_name,
+        key_id=key_id,
+        scopes=effective_scopes(scopes),
     )

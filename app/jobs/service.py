@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -238,9 +238,15 @@ def submit_job(
     return job, True
 
 
+# Built once: the status read runs it on every poll of every client.
+_JOB_OF_TENANT = select(Job).where(
+    Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id")
+)
+
+
 def get_job(session: Session, *, tenant_id: str, job_id: str) -> Job:
     """The tenant's job, or 404 (also for other tenants' jobs: their existence is private)."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    job = session.scalar(_JOB_OF_TENANT, {"job_id": job_id, "tenant_id": tenant_id})
     if job is None:
         raise NotFound(f"no job '{job_id}'")
     return job
