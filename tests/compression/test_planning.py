@@ -171,3 +171,29 @@ def test_coarse_steps_inside_the_range_are_reported() -> None:
     # A finer rank step reaches it.
     plan = plan_uniform(shapes, total_params=total, target_params=total - 1500, rank_multiple=1)
     assert abs(plan.params_after - (total - 1500)) <= 0.01 * (total - 1500)
+
+
+def test_the_grouped_count_equals_the_count_over_every_matrix() -> None:
+    """plan_uniform's bisection counts once per distinct shape; the figure must equal counting
+    every matrix at its floor rank (the reference)."""
+    import random
+    from collections import Counter
+
+    from compression.planning import _count, _count_at, _floor_ranks
+
+    rng = random.Random(0)
+    for _ in range(200):
+        linears = [
+            LinearShape(
+                name=f"m{i}",
+                in_features=rng.choice([64, 96, 576, 1536]),
+                out_features=rng.choice([64, 192, 576, 1536]),
+                bias=False,
+            )
+            for i in range(rng.randint(1, 30))
+        ]
+        total = sum(s.in_features * s.out_features for s in linears) + rng.randint(0, 10_000)
+        fraction, r_min, multiple = rng.random(), rng.choice([8, 16]), rng.choice([1, 8, 32])
+        shapes = Counter((s.in_features, s.out_features) for s in linears)
+        reference = _count(linears, _floor_ranks(linears, fraction, r_min, multiple), total)
+        assert _count_at(shapes, fraction, r_min, multiple, total) == reference
