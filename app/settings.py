@@ -54,7 +54,13 @@ class Settings(BaseSettings):
     # unacknowledged (acks_late) job is not redelivered while it still runs. The worker also
     # enforces it: a job that runs longer fails with a message naming this setting.
     max_job_seconds: int = Field(default=6 * 3600, ge=60)
-    db_pool_size: int = Field(default=10, ge=1, description="Pooled connections per process.")
+    db_pool_size: int = Field(
+        default=10,
+        ge=1,
+        description="Pooled connections per process. An API process serves at most pool size + "
+        "overflow requests that use the database at once; the others wait their turn (503 with "
+        "Retry-After after db_pool_timeout_seconds).",
+    )
     db_max_overflow: int = Field(
         default=10,
         ge=0,
@@ -72,6 +78,14 @@ class Settings(BaseSettings):
     )
     lease_seconds: int = Field(
         default=120, ge=5, description="A running job's lease; renewed while it makes progress."
+    )
+    db_retry_seconds: float = Field(
+        default=60,
+        ge=0,
+        description="How long a worker retries, with backoff, a running job's database reads "
+        "and writes (events, progress, lease renewal, stage, final status) while the database "
+        "is unreachable (a restart, a fail-over, dropped connections) before giving up on it "
+        "as on any other error; 0 does not retry.",
     )
     queue_name: str = "gpu"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -107,8 +121,24 @@ class Settings(BaseSettings):
     )
     webhook_queue: str = Field(
         default="",
-        description="Celery queue of webhook deliveries; empty: queue_name. A separate queue "
-        "(and a worker consuming it) keeps deliveries from waiting behind long jobs.",
+        description="Celery queue of webhook deliveries; empty: queue_name (a delivery then "
+        "waits for the job worker to be free). Set it (e.g. 'webhooks') for the API and every "
+        "worker, and run a delivery worker: `slimforge worker --webhooks` (`slimforge serve` "
+        "starts one itself).",
+    )
+    webhook_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Deliveries at once in a delivery worker (`slimforge worker --webhooks`).",
+    )
+    webhook_resend_after_seconds: int = Field(
+        default=300,
+        ge=10,
+        description="A webhook attempt still pending this long after it was due gets its "
+        "broker message sent again (a broker restarted without persistence may have lost "
+        "it); the wait then doubles at each resend. Never sent twice: an attempt is only "
+        "made while it is pending.",
     )
     quota_concurrent_jobs: int | None = Field(
         default=None,
@@ -132,13 +162,21 @@ class Settings(BaseSettings):
         default=600,
         ge=0,
         description="Requests per minute per API key (per client address without a valid "
-        "key), per API process; 0 or unset: no limit.",
+        "key): per API process, or across all of them with rate_limit_redis_url; 0 or unset: "
+        "no limit.",
     )
     rate_limit_burst: int | None = Field(
         default=None,
         ge=1,
         description="Requests allowed at once above the steady rate; unset: a sixth of "
         "rate_limit_per_minute.",
+    )
+    rate_limit_redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (e.g. redis://redis:6379/1) holding the rate-limit buckets, "
+        "shared by every API process: the limit is then one figure across processes and "
+        "machines. Unset: each API process keeps its own buckets in memory. While Redis is "
+        "unreachable, requests are not limited (fail open; a warning is logged).",
     )
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."

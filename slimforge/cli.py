@@ -62,32 +62,50 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings)  # JSON lines on stderr, with request ids
     upgrade(settings)
-    worker: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = []
     if not args.no_worker:
-        # A real Celery worker in its own process (not eager mode), sharing the same settings.
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker"], env=os.environ.copy(), preexec_fn=_die_with_parent
-        )
+        # Real Celery workers in their own processes (not eager mode), sharing the settings:
+        # one for jobs and, with a webhook queue set, one delivering webhooks meanwhile.
+        roles = [[], ["--webhooks"]] if settings.webhook_queue else [[]]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", *role],
+                env=os.environ.copy(),
+                preexec_fn=_die_with_parent,
+            )
+            for role in roles
+        ]
     # uvicorn re-raises the SIGTERM it handled once it has shut down; with a Python handler
     # installed that becomes SystemExit, so the ``finally`` below still stops the worker.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     mode = "embedded" if settings.database_url.startswith("sqlite") else "external database"
     print(
         f"slimforge serving on http://{args.host}:{args.port} ({mode}; data in {settings.home}; "
-        f"{'a worker in process ' + str(worker.pid) if worker else 'no worker'}); "
+        f"{_describe(workers)}); "
         "API docs at /docs",
         flush=True,
     )
     try:
         uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning")
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             try:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
     return 0
+
+
+def _describe(workers: list[subprocess.Popen[bytes]]) -> str:
+    if not workers:
+        return "no worker"
+    pids = [str(w.pid) for w in workers]
+    if len(pids) == 1:
+        return f"a worker in process {pids[0]}"
+    return f"a job worker in process {pids[0]}, a webhook worker in process {pids[1]}"
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -97,7 +115,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = Settings()
     if settings.database_url.startswith("sqlite"):
         upgrade(settings)  # the embedded database may not exist yet
-    start_worker(settings, loglevel=args.loglevel)
+    start_worker(settings, loglevel=args.loglevel, deliveries=args.webhooks)
     return 0
 
 
@@ -213,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a worker (one job at a time)")
     p.add_argument("--loglevel", default="INFO")
+    p.add_argument(
+        "--webhooks",
+        action="store_true",
+        help="deliver webhooks only (consumes SLIMFORGE_WEBHOOK_QUEUE, runs no job)",
+    )
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("migrate", help="apply database migrations")

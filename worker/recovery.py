@@ -1,7 +1,8 @@
 """Requeue jobs whose worker died, so they resume (from their checkpoints) on a live worker;
-apply the artifact retention setting.
+send again the messages a broker may have lost (queued jobs, pending webhook attempts); apply
+the artifact retention setting.
 
-Each worker runs a :class:`OrphanSweeper` thread (both sweeps). A job's lease is renewed while
+Each worker runs a :class:`OrphanSweeper` thread (every sweep). A job's lease is renewed while
 it makes progress; a lease that expired means its worker is gone (killed, out of memory, or
 machine lost).
 """
@@ -13,15 +14,24 @@ import threading
 from datetime import timedelta
 
 from celery import Celery
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.artifacts.service import purge_expired_artifacts
 from app.artifacts.storage import make_store
+from app.db import utcnow
 from app.jobs import lifecycle
-from app.queue import enqueue_job
+from app.queue import enqueue_job, enqueue_webhook
 from app.settings import Settings
+from app.webhooks.models import WebhookDelivery
 
-__all__ = ["OrphanSweeper", "purge_artifacts", "requeue_orphaned_jobs", "resend_stale_queued"]
+__all__ = [
+    "OrphanSweeper",
+    "purge_artifacts",
+    "requeue_orphaned_jobs",
+    "resend_stale_queued",
+    "resend_stale_webhooks",
+]
 
 log = logging.getLogger("slimforge.worker")
 
@@ -53,6 +63,55 @@ def resend_stale_queued(
     return job_ids
 
 
+def resend_stale_webhooks(
+    *, settings: Settings, session_factory: sessionmaker[Session], celery: Celery
+) -> list[int]:
+    """Send another message for webhook attempts still pending
+    ``webhook_resend_after_seconds`` after they were due (the broker may have lost theirs);
+    returns their ids. No event waits forever on a lost message.
+
+    A resend moves the attempt's ``scheduled_at`` to now, and the next one waits at least as
+    long as the attempt has existed: the waits double, so an attempt whose message is merely
+    queued behind long jobs gathers a few extra messages, not one per sweep. Another message
+    is always safe: an attempt is made only while its row is pending (a duplicate sends
+    nothing), and receivers dedupe on the stable ``webhook-id``.
+    """
+    now = utcnow()
+    after = timedelta(seconds=settings.webhook_resend_after_seconds)
+    due = func.coalesce(WebhookDelivery.scheduled_at, WebhookDelivery.created_at)
+    resent: list[int] = []
+    with session_factory() as session:
+        candidates = session.execute(
+            select(WebhookDelivery.id, WebhookDelivery.scheduled_at, WebhookDelivery.created_at)
+            .where(WebhookDelivery.state == "pending", due < now - after)
+            .order_by(WebhookDelivery.id)
+        ).all()
+        for delivery_id, scheduled_at, created_at in candidates:
+            last = scheduled_at or created_at
+            if now - last < max(after, last - created_at):
+                continue
+            # Compare-and-set on scheduled_at: when two workers' sweepers pick the same row,
+            # one of them sends.
+            same = (
+                WebhookDelivery.scheduled_at.is_(None)
+                if scheduled_at is None
+                else WebhookDelivery.scheduled_at == scheduled_at
+            )
+            claimed = session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending", same)
+                .values(scheduled_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            log.warning("webhook attempt %d still pending; its message was sent again", delivery_id)
+            enqueue_webhook(celery, settings, delivery_id)
+            resent.append(delivery_id)
+    return resent
+
+
 def purge_artifacts(*, settings: Settings, session_factory: sessionmaker[Session]) -> list[str]:
     """Apply the artifact retention setting once; returns the jobs whose artifact went."""
     days = settings.artifact_retention_days
@@ -66,7 +125,9 @@ def purge_artifacts(*, settings: Settings, session_factory: sessionmaker[Session
 
 
 class OrphanSweeper(threading.Thread):
-    """Calls :func:`requeue_orphaned_jobs` at start and then every ``interval`` seconds."""
+    """Runs the sweeps (:func:`requeue_orphaned_jobs`, :func:`resend_stale_queued`,
+    :func:`resend_stale_webhooks`, :func:`purge_artifacts`) at start and then every
+    ``interval`` seconds."""
 
     def __init__(
         self,
@@ -97,6 +158,14 @@ class OrphanSweeper(threading.Thread):
                 )
             except Exception:  # a database or broker hiccup must not kill the sweeper
                 log.exception("orphan sweep failed; retrying in %.0f s", self.interval)
+            try:
+                resend_stale_webhooks(
+                    settings=self.settings,
+                    session_factory=self.session_factory,
+                    celery=self.celery,
+                )
+            except Exception:
+                log.exception("webhook resend sweep failed; retrying in %.0f s", self.interval)
             if self.settings.artifact_retention_days is not None:
                 try:
                     purge_artifacts(settings=self.settings, session_factory=self.session_factory)

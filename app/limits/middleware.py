@@ -1,9 +1,11 @@
 """Request limits as one ASGI middleware: a token-bucket rate limit per API key (per client
 address without a valid key) and a maximum request body size.
 
-The buckets live in this process's memory: with N API processes (uvicorn workers, replicas)
-a client gets up to N times ``rate_limit_per_minute``. A shared (Redis) limiter is the
-follow-up for deployments that need one exact figure.
+By default the buckets live in this process's memory (the embedded mode has no Redis): with N
+API processes (uvicorn workers, replicas) a client gets up to N times ``rate_limit_per_minute``.
+With ``rate_limit_redis_url`` set they live in Redis (:mod:`app.limits.shared`), shared by
+every process: one exact figure. An unreachable Redis limits nothing (fail open), it never
+fails a request.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth.models import ApiKey
 from app.auth.service import hash_key
+from app.limits.shared import SharedTokenBuckets
 from app.observability import current_request_id
 from app.settings import Settings
 
@@ -114,8 +117,12 @@ async def _respond(
 class RequestLimitsMiddleware:
     """``app.add_middleware(RequestLimitsMiddleware, settings=settings)``.
 
-    ``clock`` (seconds, monotonic) and ``key_is_valid`` (a key → whether it is a live API key;
-    default: a cached lookup in the app's database) can be replaced by tests.
+    ``clock`` (seconds; default monotonic here, and the Redis server's clock for shared
+    buckets) and ``key_is_valid`` (a key → whether it is a live API key; default: a cached
+    lookup in the app's database) can be replaced by tests.
+
+    With ``rate_limit_redis_url`` the buckets are in Redis: its client belongs to this app
+    (this middleware is built once per app) and is closed at the app's shutdown.
     """
 
     def __init__(
@@ -123,29 +130,37 @@ class RequestLimitsMiddleware:
         app: ASGIApp,
         *,
         settings: Settings,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         key_is_valid: Callable[[Scope, str], bool] | None = None,
     ):
         self.app = app
-        self.clock = clock
+        self.clock = clock or time.monotonic
         self.max_bytes = settings.max_request_bytes
         self.per_minute = settings.rate_limit_per_minute or 0
         self.burst = settings.rate_limit_burst or max(1, self.per_minute // 6)
-        self.buckets = (
-            TokenBuckets(capacity=self.burst, rate=self.per_minute / 60.0, clock=clock)
-            if self.per_minute > 0
-            else None
-        )
+        rate = self.per_minute / 60.0
+        self.buckets: TokenBuckets | None = None
+        self.shared: SharedTokenBuckets | None = None
+        if self.per_minute > 0 and settings.rate_limit_redis_url:
+            self.shared = SharedTokenBuckets(
+                url=settings.rate_limit_redis_url, capacity=self.burst, rate=rate, clock=clock
+            )
+        elif self.per_minute > 0:
+            self.buckets = TokenBuckets(capacity=self.burst, rate=rate, clock=self.clock)
         self.key_is_valid = key_is_valid or _key_in_database
         self._known: OrderedDict[str, tuple[bool, float]] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.shared is not None:
+            await self.app(scope, receive, _closing_at_shutdown(send, self.shared))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        if self.buckets is not None and not _exempt(scope.get("path", "")):
-            wait = self.buckets.take(await self._client_key(scope, headers))
+        limited = self.buckets is not None or self.shared is not None
+        if limited and not _exempt(scope.get("path", "")):
+            wait = await self._take(await self._client_key(scope, headers))
             if wait > 0:
                 retry = max(1, math.ceil(wait))
                 message = (
@@ -176,6 +191,18 @@ class RequestLimitsMiddleware:
                 return
             receive = _replay(messages, receive)
         await self.app(scope, receive, send)
+
+    async def _take(self, key: str) -> float:
+        if self.shared is not None:
+            return await self.shared.take(key)
+        assert self.buckets is not None
+        return self.buckets.take(key)
+
+    async def _has_token(self, key: str) -> bool:
+        if self.shared is not None:
+            return await self.shared.has_token(key)
+        assert self.buckets is not None
+        return self.buckets.has_token(key)
 
     async def _read_limited(self, receive: Receive) -> tuple[list[Message], bool]:
         messages: list[Message] = []
@@ -215,8 +242,7 @@ class RequestLimitsMiddleware:
         cached = self._known.get(digest)
         if cached is not None and now - cached[1] < KEY_CACHE_SECONDS:
             return cached[0]
-        assert self.buckets is not None
-        if not self.buckets.has_token(address):
+        if not await self._has_token(address):
             # An address over its limit gets no database look-ups: a flood of made-up keys
             # is refused by address, without reaching the database.
             return False
@@ -233,6 +259,16 @@ class RequestLimitsMiddleware:
 
 def _exempt(path: str) -> bool:
     return path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES)
+
+
+def _closing_at_shutdown(send: Send, shared: SharedTokenBuckets) -> Send:
+    # The app has no lifespan hook of its own: the shutdown message passes through here.
+    async def sending(message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await shared.aclose()
+        await send(message)
+
+    return sending
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
