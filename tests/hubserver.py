@@ -16,10 +16,14 @@ origin (the "CDN") as on huggingface.co. Xet storage is not spoken: the client u
 whenever ``hf_xet`` is installed, whatever the server answers, so ``running_hub`` turns the client's
 ``HF_HUB_DISABLE_XET`` switch on in this process while it runs (a subprocess needs ``hub.env``).
 Revisions in URLs must be a branch name without "/" or a full commit id.
+
+To test a client that dies mid-push, ``hub.stall(point)`` holds the next request at a point of
+the push (see :data:`STALL_POINTS`) until the test releases it; by default nothing is held.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -42,14 +46,29 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from huggingface_hub import constants as hf_constants
+from starlette.requests import ClientDisconnect
 
-__all__ = ["CommitRecord", "LocalHub", "RepoRecord", "StoredFile", "running_hub"]
+__all__ = [
+    "STALL_POINTS",
+    "CommitRecord",
+    "LocalHub",
+    "RepoRecord",
+    "Stall",
+    "StoredFile",
+    "running_hub",
+]
 
 # Stored through LFS whatever their size, as the Hub's default .gitattributes says.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".model")
 SIGNED_PREFIX = "/lfs-objects/"  # the "CDN" URLs: authorised by their signature, not the token
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+# Where ``LocalHub.stall`` can hold a request: "upload", an LFS PUT before its body is read,
+# then dropped unstored with a 503 as if the connection broke mid-body (on loopback a killed
+# client has often handed the whole small body to the kernel already, and the server would
+# store it); "commit", a commit already applied to the branch but not yet answered (the
+# client cannot know it landed).
+STALL_POINTS = ("upload", "commit")
 
 
 def _now() -> str:
@@ -90,6 +109,30 @@ class RepoRecord:
     commits: dict[str, CommitRecord] = field(default_factory=dict)
 
 
+@dataclass
+class Stall:
+    """A hold on the next ``times`` requests at one of :data:`STALL_POINTS`.
+
+    ``arrived`` is set once a request is being held; a held request goes on (a held upload is
+    dropped) when the test calls :meth:`release` or after ``seconds``, whichever comes first.
+    """
+
+    point: str
+    seconds: float
+    times: int = 1
+    held: int = 0  # requests held so far
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        """Let the held request (and any later one at this point) go on at once."""
+        self.released.set()
+
+    def wait_arrived(self, timeout: float) -> bool:
+        """True once a request is held at this point; False if none came within ``timeout``."""
+        return self.arrived.wait(timeout)
+
+
 class HubError(Exception):
     """Answered as the Hub does: JSON ``{"error": ...}`` plus ``X-Error-Code``/``-Message``
     headers, which ``hf_raise_for_status`` turns into the matching ``HfHubHTTPError`` subclass."""
@@ -125,6 +168,7 @@ class LocalHub:
         self.repos: dict[str, RepoRecord] = {}
         self.requests: list[str] = []  # "METHOD /path" of every request, in order
         self.lock = threading.Lock()
+        self.stalls: dict[str, Stall] = {}
         self._secret = secrets.token_bytes(16)
 
     # -- inspection, for tests --------------------------------------------------------------
@@ -161,7 +205,33 @@ class LocalHub:
                 commit = repo.commits[commit.parent] if commit.parent else None
         return history[::-1]
 
+    def stall(self, point: str, *, seconds: float = 60.0, times: int = 1) -> Stall:
+        """Hold the next ``times`` requests at ``point`` (one of :data:`STALL_POINTS`) until
+        the returned :class:`Stall` is released or ``seconds`` pass; replaces an earlier stall
+        at that point."""
+        if point not in STALL_POINTS:
+            raise ValueError(f"unknown stall point {point!r}; one of {STALL_POINTS}")
+        stall = Stall(point, seconds, times)
+        with self.lock:
+            self.stalls[point] = stall
+        return stall
+
     # -- helpers for the routes -------------------------------------------------------------
+
+    async def hold(self, point: str) -> bool:
+        """Wait here if a stall is armed at ``point``; True if this request was held. Polls
+        instead of blocking on the event: this runs on the server's event loop, which must keep
+        serving other requests (and stop promptly when the hub shuts down)."""
+        with self.lock:
+            stall = self.stalls.get(point)
+            if stall is None or stall.held >= stall.times:
+                return False
+            stall.held += 1
+        stall.arrived.set()
+        deadline = time.monotonic() + stall.seconds
+        while not stall.released.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return True
 
     def blob(self, sha256: str) -> Path:
         return self.objects / sha256
@@ -397,19 +467,28 @@ def create_app(hub: LocalHub) -> FastAPI:
     @app.put(SIGNED_PREFIX + "{sha256}")
     async def lfs_put(sha256: str, request: Request) -> Response:
         """The batch's upload ``href``: ``lfs._upload_single_part`` PUTs the raw bytes with no
-        token. Kept only if the byte count and sha256 are the announced ones."""
+        token. Kept only if the byte count and sha256 are the announced ones; one held by
+        ``hub.stall("upload")`` is not kept at all."""
         size = hub.check_signature(request, sha256)
+        if await hub.hold("upload"):
+            raise HubError(503, "Upload interrupted; send the object again")
         digest, received = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=hub.objects, prefix=".upload-")
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                digest.update(chunk)
-                received += len(chunk)
-                out.write(chunk)
-        if received != size or digest.hexdigest() != sha256:
-            os.unlink(tmp)
-            raise HubError(400, f"Got {received} bytes with sha256 {digest.hexdigest()}")
-        os.replace(tmp, hub.blob(sha256))
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    digest.update(chunk)
+                    received += len(chunk)
+                    out.write(chunk)
+            if received != size or digest.hexdigest() != sha256:
+                raise HubError(400, f"Got {received} bytes with sha256 {digest.hexdigest()}")
+            os.replace(tmp, hub.blob(sha256))
+        except ClientDisconnect:
+            # The client went away mid-body: keep nothing, answer no one (no traceback logged).
+            return Response(status_code=499)
+        finally:
+            if os.path.exists(tmp):  # a refused or cut-short upload leaves no partial file
+                os.unlink(tmp)
         return Response(status_code=200)
 
     @app.post("/{namespace}/{name}.git/info/lfs/objects/verify")
@@ -470,6 +549,7 @@ def create_app(hub: LocalHub) -> FastAPI:
             )
             repo.commits[record.id] = record
             repo.branches[revision] = record.id
+        await hub.hold("commit")  # outside the lock: the commit is visible while it is held
         return {
             "success": True,
             "commitOid": record.id,
