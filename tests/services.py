@@ -83,47 +83,61 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@contextmanager
-def postgres_server() -> Iterator[str]:
-    """A throw-away PostgreSQL cluster with database ``slimforge``; yields its URL."""
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="sf-pg-"))
-    data = tmp / "data"
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres", "postgres")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run(
-            _as_postgres(
-                [
-                    _pg_bin("initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "slimforge",
-                    "-A",
-                    "trust",
-                    "--no-sync",
-                    "-E",
-                    "UTF8",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        proc = subprocess.Popen(
+class PostgresServer:
+    """A throw-away PostgreSQL cluster (database ``postgres``, user ``slimforge``) that can be
+    stopped and started again on the same port and data folder: a database outage in a test.
+
+    ``start()`` runs the server, ``stop()`` shuts it down the way a restart does (every session
+    is cut), ``close()`` stops it and deletes its folder. :func:`postgres_server` wraps one.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://slimforge@127.0.0.1:{self.port}/postgres"
+        self._tmp = Path(tempfile.mkdtemp(prefix="sf-pg-"))
+        self._data = self._tmp / "data"
+        self._proc: subprocess.Popen[bytes] | None = None
+        if os.geteuid() == 0:
+            shutil.chown(self._tmp, "postgres", "postgres")
+        try:
+            subprocess.run(
+                _as_postgres(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(self._data),
+                        "-U",
+                        "slimforge",
+                        "-A",
+                        "trust",
+                        "--no-sync",
+                        "-E",
+                        "UTF8",
+                    ]
+                ),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+
+    def start(self) -> None:
+        """Run the server and wait until it accepts connections."""
+        assert self._proc is None or self._proc.poll() is not None, "already running"
+        self._proc = subprocess.Popen(
             _as_postgres(
                 [
                     _pg_bin("postgres"),
                     "-D",
-                    str(data),
+                    str(self._data),
                     "-p",
-                    str(port),
+                    str(self.port),
                     "-c",
                     "listen_addresses=127.0.0.1",
                     "-k",
-                    str(tmp),
+                    str(self._tmp),
                     "-c",
                     "fsync=off",
                     "-c",
@@ -133,15 +147,51 @@ def postgres_server() -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait_port(port, proc)
-        url = f"postgresql+psycopg://slimforge@127.0.0.1:{port}/postgres"
-        _wait_accepting(url)
-        yield url
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _wait_port(self.port, self._proc)
+        _wait_accepting(self.url)
+
+    def stop(self) -> None:
+        """Fast shutdown (``pg_ctl stop -m fast``): open sessions are terminated, transactions
+        in flight roll back, new connections are refused until :meth:`start`."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        # pg_ctl sends the postmaster itself SIGINT (fast shutdown). As root our child is
+        # runuser, which does not pass SIGINT on and turns SIGTERM into a "smart" shutdown
+        # (that waits for every client to leave) followed by SIGKILL.
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "stop", "-D", str(self._data), "-m", "fast", "-w"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Stop the server (if running) and delete its folder."""
+        try:
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.terminate()
+                self._proc.wait(timeout=30)
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster with database ``slimforge``; yields its URL."""
+    with PostgresServer() as server:
+        yield server.url
 
 
 def _wait_accepting(url: str, timeout: float = 30) -> None:

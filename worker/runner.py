@@ -24,7 +24,7 @@ from app.credentials.service import get_hub_token
 from app.db import session_scope
 from app.jobs import lifecycle
 from app.jobs.models import Job
-from app.limits.quotas import effective_quotas, model_size_error
+from app.limits.quotas import Quotas, effective_quotas, model_size_error
 from app.settings import Settings
 from compression import (
     Cancelled,
@@ -39,7 +39,7 @@ from compression import (
     resolve_target,
 )
 from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
-from worker import webhooks
+from worker import job_rows, webhooks
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
     base_license,
@@ -242,17 +242,22 @@ def _execute(
         location = make_store(settings).put_folder(job_id, dest)
         timings["storing"] = 0.0
         metrics.update(memory.snapshot())
-        with session_scope(reporter.factory) as session:
-            record_artifact(
-                session,
-                job_id=job_id,
-                location=location,
-                files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
-            )
-            timings["storing"] = round(time.monotonic() - t0, 3)
-            # One commit with the manifest: a stored artifact always has its metrics, and a
-            # restarted job that finds it goes straight to publishing.
-            lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
+
+        def store_manifest(_attempt: int) -> None:
+            # Safe to repeat: record_artifact replaces the manifest, merge_metrics the same keys.
+            with session_scope(reporter.factory) as session:
+                record_artifact(
+                    session,
+                    job_id=job_id,
+                    location=location,
+                    files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
+                )
+                timings["storing"] = round(time.monotonic() - t0, 3)
+                # One commit with the manifest: a stored artifact always has its metrics, and a
+                # restarted job that finds it goes straight to publishing.
+                lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
+
+        reporter.db_retry(store_manifest, what="artifact manifest")
         return metrics
     finally:
         memory.stop()
@@ -262,19 +267,27 @@ def _publish(*, settings: Settings, job: Job, reporter: JobReporter) -> None:
     """The ``publishing`` stage: push the stored artifact to ``output.hub_repo``."""
     reporter.enter("publishing")
     output = job.spec["output"]
-    with session_scope(reporter.factory) as session:
-        try:
-            token = get_hub_token(session, tenant_id=job.tenant_id, settings=settings)
-        except ValueError as exc:  # a credential encrypted with another key
-            raise PublishError(str(exc)) from None
+
+    def read_token(_attempt: int) -> str | None:
+        with session_scope(reporter.factory) as session:
+            try:
+                return get_hub_token(session, tenant_id=job.tenant_id, settings=settings)
+            except ValueError as exc:  # a credential encrypted with another key
+                raise PublishError(str(exc)) from None
+
+    token = reporter.db_retry(read_token, what="hub token")
     if token is None:
         raise PublishError("no Hugging Face token is set: PUT /v1/credentials/hub")
     message = output.get("commit_message") or f"slimforge: {job.method} (job {job.id})"
     store = make_store(settings)
-    with session_scope(reporter.factory) as session:
-        artifact = session.get(Artifact, job.id)
-        assert artifact is not None  # stored before publishing
-        location, files = artifact.location, list(artifact.files)
+
+    def read_manifest(_attempt: int) -> tuple[str, list[dict[str, Any]]]:
+        with session_scope(reporter.factory) as session:
+            artifact = session.get(Artifact, job.id)
+            assert artifact is not None  # stored before publishing
+            return artifact.location, list(artifact.files)
+
+    location, files = reporter.db_retry(read_manifest, what="artifact manifest")
     if isinstance(store, LocalArtifactStore):
         folder = store.job_dir(location)
     else:  # fetch it (checking every sha256) to push from a folder
@@ -291,8 +304,12 @@ def _publish(*, settings: Settings, job: Job, reporter: JobReporter) -> None:
         attempts=settings.publish_attempts,
         backoff=settings.publish_backoff_seconds,
     )
-    with session_scope(reporter.factory) as session:
-        lifecycle.merge_metrics(session, job_id=job.id, metrics={"hub": hub})
+
+    def record_push(_attempt: int) -> None:
+        with session_scope(reporter.factory) as session:  # safe to repeat: the same key
+            lifecycle.merge_metrics(session, job_id=job.id, metrics={"hub": hub})
+
+    reporter.db_retry(record_push, what="hub metrics")
 
 
 def run_job(
@@ -309,10 +326,14 @@ def run_job(
     alone. A cancelled job's partial artifact is removed; a failure records a clear error.
     """
     owner = owner or default_owner()
-    with session_factory() as session:
-        job = lifecycle.claim_job(
-            session, job_id=job_id, owner=owner, lease_seconds=settings.lease_seconds
-        )
+
+    job = job_rows.claim_job(
+        session_factory=session_factory,
+        job_id=job_id,
+        owner=owner,
+        lease_seconds=settings.lease_seconds,
+        retry_seconds=settings.db_retry_seconds,
+    )
     if job is None:
         log.info("job %s is not runnable here (running elsewhere, ended or unknown)", job_id)
         return None
@@ -327,13 +348,18 @@ def run_job(
         settings.lease_seconds,
         time_limit=settings.max_job_seconds,
         clock=clock,
+        db_retry_seconds=settings.db_retry_seconds,
     )
     reporter.start_heartbeat()
     status, error = "succeeded", None
     try:
-        with session_factory() as session:
-            stored = session.get(Artifact, job_id) is not None
-            quotas = effective_quotas(session, tenant_id=job.tenant_id, settings=settings)
+
+        def read_state(_attempt: int) -> tuple[bool, Quotas]:
+            with session_factory() as session:
+                stored = session.get(Artifact, job_id) is not None
+                return stored, effective_quotas(session, tenant_id=job.tenant_id, settings=settings)
+
+        stored, quotas = reporter.db_retry(read_state, what="artifact and quotas")
         if stored:  # an earlier attempt got as far as storing: only publishing is left
             reporter.event("artifact already stored; continuing from there")
         else:
@@ -378,10 +404,14 @@ def run_job(
         status, error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         reporter.stop_heartbeat()
-    with session_factory() as session:
-        ended = lifecycle.finish_job(
-            session, job_id=job_id, owner=owner, status=status, error=error
-        )
+    ended = job_rows.finish_job(
+        session_factory=session_factory,
+        job_id=job_id,
+        owner=owner,
+        status=status,
+        error=error,
+        retry_seconds=settings.db_retry_seconds,
+    )
     if ended:
         webhooks.emit(
             settings=settings, session_factory=session_factory, job_id=job_id, event=f"job.{status}"
