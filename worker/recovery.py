@@ -24,6 +24,7 @@ from app.jobs import lifecycle
 from app.queue import enqueue_job, enqueue_webhook
 from app.settings import Settings
 from app.webhooks.models import WebhookDelivery
+from worker.db_retry import is_transient
 
 __all__ = [
     "OrphanSweeper",
@@ -156,23 +157,36 @@ class OrphanSweeper(threading.Thread):
                     session_factory=self.session_factory,
                     celery=self.celery,
                 )
-            except Exception:  # a database or broker hiccup must not kill the sweeper
-                log.exception("orphan sweep failed; retrying in %.0f s", self.interval)
+            except Exception as exc:  # a database or broker hiccup must not kill the sweeper
+                self._failed("orphan sweep", exc)
             try:
                 resend_stale_webhooks(
                     settings=self.settings,
                     session_factory=self.session_factory,
                     celery=self.celery,
                 )
-            except Exception:
-                log.exception("webhook resend sweep failed; retrying in %.0f s", self.interval)
+            except Exception as exc:
+                self._failed("webhook resend sweep", exc)
             if self.settings.artifact_retention_days is not None:
                 try:
                     purge_artifacts(settings=self.settings, session_factory=self.session_factory)
-                except Exception:
-                    log.exception("artifact retention sweep failed")
+                except Exception as exc:
+                    self._failed("artifact retention sweep", exc)
             if self.stopped.wait(self.interval):
                 return
+
+    def _failed(self, sweep: str, exc: Exception) -> None:
+        # A database outage (which the running job rides out) is one line per sweep, not a
+        # traceback every few seconds; anything else keeps its traceback.
+        if is_transient(exc):
+            log.warning(
+                "%s: database unavailable; retrying in %.0f s (%s)",
+                sweep,
+                self.interval,
+                type(exc).__name__,
+            )
+        else:
+            log.exception("%s failed; retrying in %.0f s", sweep, self.interval)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -29,6 +29,7 @@ from app.webhooks import service
 from app.webhooks.models import WebhookDelivery
 from app.webhooks.safety import UnsafeWebhookUrl, WebhookHostUnresolvable, check_webhook_url
 from slimforge.webhooks import sign_webhook
+from worker.db_retry import retry_db
 
 __all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit"]
 
@@ -56,9 +57,28 @@ def emit(
     """Record and queue ``event`` for the job's webhook (or its tenant's default) if it
     subscribes to it; returns the delivery ids. Never raises: a webhook problem must not change
     the outcome of the job."""
-    try:
+    since = utcnow()
+
+    def record(attempt: int) -> list[int]:
         with session_factory() as session:
-            ids = service.create_deliveries(session, job_id=job_id, event=event)
+            if attempt > 1:  # the try that lost its connection may have committed its row
+                landed = session.scalars(
+                    select(WebhookDelivery.id).where(
+                        WebhookDelivery.job_id == job_id,
+                        WebhookDelivery.event_type == event,
+                        WebhookDelivery.attempt == 1,
+                        WebhookDelivery.created_at >= since,
+                    )
+                ).all()
+                if landed:
+                    return list(landed)
+            return service.create_deliveries(session, job_id=job_id, event=event)
+
+    try:
+        # Through a short database outage too: a job that rode it out still sends its event.
+        ids = retry_db(
+            record, what=f"job {job_id}: {event} webhook", seconds=settings.db_retry_seconds
+        )
         if not ids:
             return ids
         if send is not None:

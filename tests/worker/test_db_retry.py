@@ -229,3 +229,60 @@ def test_a_job_on_a_flaky_database_ends_once_with_each_event_once(
     # the job's webhooks went out, once each.
     assert [e for j, e in emitted if j == flaky] == ["job.started", "job.succeeded"]
     healthy.dispose()
+
+
+def test_a_webhook_event_survives_a_dropped_connection_and_is_recorded_once(
+    api: TestClient,
+    auth: Callable[[str], dict[str, str]],
+    settings: Settings,
+    tmp_path: Path,
+    text_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first commit of the delivery row lands and then reports a lost connection, the next
+    statement fails before it runs: ``emit`` retries, finds the row that landed, and queues
+    that one delivery (before, the event was dropped with a logged error)."""
+    from app.webhooks.models import WebhookDelivery
+    from worker.webhooks import emit
+
+    monkeypatch.setattr(db_retry, "FIRST_DELAY", 0.001)
+    settings.webhook_allow_private_addresses = True
+    h = auth("acme")
+    secret = api.post("/v1/webhooks/secret", headers=h)
+    assert secret.status_code == 201
+    hook = {"url": "http://127.0.0.1:9/hook", "events": ["job.succeeded"]}
+    job_id = submit(api, h, save_tiny_llama(tmp_path / "tiny"), text_files, webhook=hook)
+    engine = make_engine(settings.database_url)
+    state = {"committed": 0, "dropped": 0}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _drop(*_args: Any) -> None:
+        if state["committed"] == 1 and not state["dropped"]:  # right after the lost commit
+            state["dropped"] = 1
+            raise lost("connection refused")
+
+    class FlakySession(Session):
+        def commit(self) -> None:
+            writes = any(isinstance(o, WebhookDelivery) for o in self.new)
+            super().commit()
+            if writes and not state["committed"]:
+                state["committed"] = 1
+                raise lost("server closed the connection unexpectedly (after COMMIT)")
+
+    sent: list[int] = []
+    try:
+        ids = emit(
+            settings=settings,
+            session_factory=sessionmaker(bind=engine, class_=FlakySession),
+            job_id=job_id,
+            event="job.succeeded",
+            send=sent.append,
+        )
+    finally:
+        engine.dispose()
+    assert state == {"committed": 1, "dropped": 1}  # both faults did happen
+    with api.app.state.session_factory() as session:
+        rows = session.scalars(
+            select(WebhookDelivery.id).where(WebhookDelivery.job_id == job_id)
+        ).all()
+    assert len(rows) == 1 and ids == sent == list(rows)
