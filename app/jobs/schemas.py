@@ -32,6 +32,12 @@ class ModelSpec(_Input):
     revision: str = Field(default="main", description="Hub branch, tag or commit.")
     path: str | None = Field(default=None, description="Local folder (or folder of a GGUF).")
     gguf_file: str | None = Field(default=None, description="GGUF file name inside `path`.")
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Load the model with its own Python code (its config's `auto_map`), run on "
+        "the worker. Only for tenants an operator allowed (`slimforge admin "
+        "allow-remote-code`); 403 otherwise.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

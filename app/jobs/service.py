@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
-from app.auth.service import Principal
+from app.auth.service import Principal, allows_remote_code
 from app.credentials.models import HubCredential
 from app.db import utcnow as now
-from app.errors import Conflict, NotFound, ServiceUnavailable, UnprocessableInput
+from app.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, UnprocessableInput
 from app.jobs.models import Job, JobEvent
 from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from app.limits.quotas import check_model_size, check_submit_quotas
@@ -184,6 +184,15 @@ def submit_job(
                     f"(job {existing.id}); use a new key for a new job"
                 )
             return existing, False
+    if body.model.trust_remote_code and not allows_remote_code(
+        session, tenant_id=principal.tenant_id
+    ):
+        raise Forbidden(
+            "model.trust_remote_code runs the model's own code on the workers, which this "
+            "tenant is not allowed: ask the operator ('slimforge admin allow-remote-code "
+            f"--tenant {principal.tenant_name}'), or use a model of a standard architecture",
+            details={"field": "model.trust_remote_code"},
+        )
     check_submit_quotas(session, tenant_id=principal.tenant_id, settings=settings)
     if body.output is not None and session.get(HubCredential, principal.tenant_id) is None:
         raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
