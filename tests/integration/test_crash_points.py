@@ -26,7 +26,12 @@ from tests.tiny import save_tiny_llama
 pytestmark = pytest.mark.services
 
 # Where the kill lands: the first event of the stage (the stage is then under way).
-KILL_AT = ("stage calibrating started", "stage compressing started", "stage exporting started")
+KILL_AT = (
+    "stage loading started",
+    "stage calibrating started",
+    "stage compressing started",
+    "stage exporting started",
+)  # publishing: tests/integration/test_publish_crash.py
 
 
 def _weight_digests(client: TestClient, job_id: str) -> dict[str, str]:
