@@ -87,6 +87,13 @@ class Settings(BaseSettings):
         "is unreachable (a restart, a fail-over, dropped connections) before giving up on it "
         "as on any other error; 0 does not retry.",
     )
+    kd_checkpoint_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="How often the kd stage saves its training state (parameters, optimiser, "
+        "batch order) to the worker's scratch folder; a job whose worker died resumes it from "
+        "the last save. 0: after every step.",
+    )
     queue_name: str = "gpu"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sse_poll_seconds: float = Field(default=0.5, gt=0)

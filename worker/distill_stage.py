@@ -17,6 +17,7 @@ from torch import nn
 from compression import Reporter, perplexity
 from compression.configs import KdConfig
 from compression.distill.kd import TopK, distill_logits, teacher_topk
+from compression.distill.kd_resume import KdCheckpoint
 
 __all__ = ["DistillPlan", "prepare_distillation", "run_distillation"]
 
@@ -49,11 +50,13 @@ def run_distillation(
     reporter: Reporter,
     eval_blocks: torch.Tensor | None,
     layer_map: list[int] | None = None,
+    checkpoint: KdCheckpoint | None = None,
 ) -> dict[str, Any]:
     """Distil into ``model`` in place; returns the metrics to add to the job's.
 
     The student trains in float32 (master weights; bf16 autocast on GPU) and goes back to its
-    dtype afterwards. With evaluation blocks, the perplexity before distillation is recorded too,
+    dtype afterwards. ``checkpoint``: where it saves its state to resume from after a kill.
+    With evaluation blocks, the perplexity before distillation is recorded too,
     so the job shows what the stage bought.
     """
     metrics: dict[str, Any] = {}
@@ -74,6 +77,7 @@ def run_distillation(
             teacher_cache=plan.cache,
             layer_map=layer_map,
             reporter=reporter,
+            checkpoint=checkpoint,
         )
     finally:
         model.to(dtype)

@@ -39,6 +39,7 @@ from compression import (
     resolve_target,
 )
 from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from compression.distill.kd_resume import KdCheckpoint
 from worker import job_rows, webhooks
 from worker.distill_stage import prepare_distillation, run_distillation
 from worker.job_spec import (
@@ -182,7 +183,17 @@ def _execute(
             t0 = time.monotonic()
             reporter.enter("distilling")
             metrics.update(
-                run_distillation(model, kd_plan, reporter=reporter, eval_blocks=eval_blocks)
+                run_distillation(
+                    model,
+                    kd_plan,
+                    reporter=reporter,
+                    eval_blocks=eval_blocks,
+                    # Saved as it trains: a job killed mid-stage goes on from the last save.
+                    checkpoint=KdCheckpoint(
+                        settings.work_root / job_id / "kd",
+                        every_seconds=settings.kd_checkpoint_seconds,
+                    ),
+                )
             )
             timings["distilling"] = round(time.monotonic() - t0, 3)
 

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from compression.configs import KdConfig
+from compression.distill.checkpoints import tokens_fingerprint
+from compression.distill.kd_resume import KdCheckpoint
 from compression.progress import NullReporter, Reporter
 
 __all__ = [
@@ -167,6 +169,19 @@ def _layer_map(n_student: int, n_teacher: int, given: Sequence[int] | None) -> l
     return [round((i + 1) * n_teacher / n_student) - 1 for i in range(n_student)]
 
 
+def _manifest(
+    config: KdConfig, blocks: torch.Tensor, params: list[torch.Tensor], steps: int, batch: int
+) -> dict[str, Any]:
+    """What identifies a run, for its saved state: a state of another run is not resumed."""
+    return {
+        "config": config.model_dump(mode="json"),
+        "tokens": tokens_fingerprint(blocks),
+        "shapes": [list(p.shape) for p in params],
+        "steps": steps,
+        "batch": batch,
+    }
+
+
 def distill_logits(
     student: nn.Module,
     blocks: torch.Tensor,
@@ -176,6 +191,7 @@ def distill_logits(
     teacher_cache: TopK | None = None,
     layer_map: Sequence[int] | None = None,
     reporter: Reporter | None = None,
+    checkpoint: KdCheckpoint | None = None,
 ) -> KdResult:
     """Train ``student`` in place to match the teacher on ``blocks`` [n, t] for ``config.tokens``.
 
@@ -184,6 +200,10 @@ def distill_logits(
     parameter except the embeddings (``config.train_embeddings``), gradient clipping at 1, warm-up
     then cosine decay, bf16 autocast on CUDA. ``layer_map`` pairs student layers with teacher
     layers for the hidden-state loss. About 20 progress events carry the loss curve.
+
+    With a ``checkpoint``, the training state is saved as it goes, and a run that finds a state
+    saved by the same run (a killed job, restarted) goes on from it: the result is the same,
+    step for step, as an uninterrupted run's.
     """
     if (teacher is None) == (teacher_cache is None):
         raise ValueError("give exactly one of teacher (on the fly) or teacher_cache (top-k)")
@@ -218,13 +238,28 @@ def distill_logits(
     curve: list[dict[str, float]] = []
     every = max(1, math.ceil(steps / 20))  # at most about 20 events
     t0 = time.monotonic()
+    start = 0
+    manifest = _manifest(config, blocks, params, steps, batch) if checkpoint else {}
+    if checkpoint is not None and (state := checkpoint.load(manifest)) is not None:
+        with torch.no_grad():
+            for param, value in zip(params, state["params"], strict=True):
+                param.copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start, order, window = state["step"], list(state["order"]), list(state["window"])
+        losses, curve = list(state["losses"]), list(state["curve"])
+        t0 -= state["seconds"]
+        reporter.event(
+            "distillation resumed from its last saved state",
+            data={"step": start, "steps": steps},
+        )
     was_training = student.training
     student.train()
     if teacher is not None:
         teacher.eval()
     want_hidden = config.hidden_weight > 0
     try:
-        for step in range(steps):
+        for step in range(start, steps):
             reporter.check_cancelled()
             if len(order) < batch:  # a new seeded pass over the blocks
                 order += torch.randperm(n, generator=generator).tolist()
@@ -284,6 +319,21 @@ def distill_logits(
                 curve.append(point)
                 window = []
                 reporter.event("distillation step", data=point)
+            if checkpoint is not None and step + 1 < steps and checkpoint.due():
+                checkpoint.save(
+                    manifest,
+                    {
+                        "step": step + 1,
+                        "params": [p.detach().cpu() for p in params],
+                        "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(),
+                        "order": order,
+                        "window": window,
+                        "losses": losses,
+                        "curve": curve,
+                        "seconds": time.monotonic() - t0,
+                    },
+                )
     finally:
         optimizer.zero_grad(set_to_none=True)
         for p, flag in saved:

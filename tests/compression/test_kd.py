@@ -172,3 +172,57 @@ def test_distillation_is_deterministic_and_cancellable() -> None:
         )
     with pytest.raises(ValueError, match="exactly one"):
         distill_logits(student, blocks, config)
+
+
+def test_a_distillation_killed_midway_resumes_to_the_same_weights(tmp_path) -> None:
+    """Stopped after a few steps (a killed job), run again with the same checkpoint folder: it
+    goes on from the last saved step and ends with exactly the weights of an uninterrupted
+    run. A state saved by another run (another config) is not resumed."""
+    from compression.distill.kd_resume import KdCheckpoint
+
+    # 12 steps, a seeded pass over the 16 blocks every 4: the resumed run draws the third.
+    config = KdConfig(tokens=16 * 32 * 3, learning_rate=1e-3, batch_size=4)
+    student, teacher, blocks = _student_and_teacher()
+    distill_logits(student, blocks, config, teacher=teacher)
+    reference = student.state_dict()
+
+    folder = tmp_path / "kd"
+    student, teacher, blocks = _student_and_teacher()
+    stopped = RecordingReporter(cancel_after=5)
+    with pytest.raises(Cancelled):
+        distill_logits(
+            student,
+            blocks,
+            config,
+            teacher=teacher,
+            reporter=stopped,
+            checkpoint=KdCheckpoint(folder, every_seconds=0),
+        )
+    student, teacher, blocks = _student_and_teacher()  # a new worker: the model rebuilt
+    resumed = RecordingReporter()
+    result = distill_logits(
+        student,
+        blocks,
+        config,
+        teacher=teacher,
+        reporter=resumed,
+        checkpoint=KdCheckpoint(folder, every_seconds=0),
+    )
+    (start,) = [d for _, m, d in resumed.events if m.startswith("distillation resumed")]
+    assert 4 < start["step"] < 8
+    assert result.steps == 12 and result.curve[-1]["step"] == 12
+    state = student.state_dict()
+    assert all(torch.equal(state[k], reference[k]) for k in reference)
+
+    other = config.model_copy(update={"learning_rate": 2e-3})
+    student, teacher, blocks = _student_and_teacher()
+    fresh = RecordingReporter()
+    distill_logits(
+        student,
+        blocks,
+        other,
+        teacher=teacher,
+        reporter=fresh,
+        checkpoint=KdCheckpoint(folder, every_seconds=0),
+    )
+    assert not [m for _, m, _ in fresh.events if m.startswith("distillation resumed")]

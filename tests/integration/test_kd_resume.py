@@ -1,0 +1,85 @@
+"""kill -9 the worker in the middle of the ``kd`` stage: the next worker resumes the
+distillation from its last saved state (not from step 0) and the job ends with the same
+weights as an uninterrupted run. Real worker processes, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+from tests.conftest import make_key
+from tests.integration.test_crash_points import _events, _weight_digests
+from tests.integration.test_end_to_end import _env, _process, _wait_for
+from tests.services import fresh_database
+from tests.tiny import save_tiny_llama
+
+pytestmark = pytest.mark.services
+
+STEPS = 200  # distillation steps; a progress event every 10
+
+
+def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
+    tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
+) -> None:
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=fresh_database(postgres_url, "kd_resume"),
+        broker_url=redis_url,
+        local_roots=[tmp_path],
+        lease_seconds=5,
+        rate_limit_per_minute=0,
+    )
+    upgrade(settings)
+    model = save_tiny_llama(tmp_path / "tiny", layers=4)
+    key = make_key(settings, "ci")
+    env = {
+        **_env(settings),
+        "SLIMFORGE_LEASE_SECONDS": "5",
+        "SLIMFORGE_DEVICE": "cpu",
+        "SLIMFORGE_KD_CHECKPOINT_SECONDS": "0",  # save after every step
+    }
+    body: dict[str, Any] = {
+        "model": {"path": str(model)},
+        "target": {"ratio": 0.8},
+        "method": {"name": "svd"},
+        "calibration": {"path": str(text_files["calibration"]), "max_tokens": 4096, "seq_len": 128},
+        "distill": {"tokens": STEPS * 4 * 128, "batch_size": 4},
+    }
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
+        killed = client.post("/v1/jobs", json=body).json()["id"]
+        log = tmp_path / "killed.log"
+        with _process([sys.executable, "-m", "worker"], env, log) as worker:
+            deadline = time.monotonic() + 120
+            while "distillation step" not in _events(client, killed):
+                assert time.monotonic() < deadline, log.read_text()[-4000:]
+                assert worker.poll() is None, log.read_text()[-4000:]
+                time.sleep(0.02)
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=30)
+        job = client.get(f"/v1/jobs/{killed}").json()
+        assert job["status"] == "running" and job["stage"] == "distilling", job
+
+        log = tmp_path / "survivor.log"
+        with _process([sys.executable, "-m", "worker"], env, log):
+            reference = client.post("/v1/jobs", json=body).json()["id"]
+            for job_id in (killed, reference):
+                job = _wait_for(client, job_id, log, timeout=300)
+                assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
+        items = client.get(f"/v1/jobs/{killed}/events?limit=1000").json()["items"]
+        (resumed,) = [e for e in items if e["message"].startswith("distillation resumed")]
+        assert 0 < resumed["data"]["step"] < STEPS  # from where it was, not from step 0
+        assert "distillation resumed" not in " ".join(_events(client, reference))
+        assert client.get(f"/v1/jobs/{killed}").json()["attempts"] == 2
+        assert _weight_digests(client, killed) == _weight_digests(client, reference)
+        # Checkpoints only serve a restart: nothing is left in the scratch folder.
+        assert not (settings.work_root / killed).exists()
