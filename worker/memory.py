@@ -1,4 +1,5 @@
-"""Peak memory of a job: resident set size sampled in a thread, plus CUDA's own counter.
+"""Peak memory of a job: resident set size sampled in a thread, plus CUDA's own counter; and
+what an out-of-memory failure looks like, and what to tell the user about it.
 
 ``ru_maxrss`` is the peak of the whole worker process since it started, which with a
 long-lived ``--pool solo`` worker would include earlier jobs, so we sample RSS per job instead.
@@ -6,10 +7,34 @@ long-lived ``--pool solo`` worker would include earlier jobs, so we sample RSS p
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
 import torch
+
+OUT_OF_MEMORY = (
+    "out of memory: use a smaller calibration batch, sequence length or kd batch_size, spill "
+    "activations to disk (method activation_memory_gb), top-k teacher logits for kd (distill "
+    "top_k: no teacher copy in memory), or a worker with more memory"
+)
+# What PyTorch's CPU allocator raises (a RuntimeError; CUDA's is torch.OutOfMemoryError).
+_CPU_ALLOC_FAILED = ("can't allocate memory", "not enough memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation, on the GPU or the CPU."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _CPU_ALLOC_FAILED)
+
+
+def release_memory() -> None:
+    """After a job died of out-of-memory: give back what its objects held, so the worker's
+    next job starts with the memory free."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

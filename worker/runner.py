@@ -50,7 +50,7 @@ from worker.job_spec import (
     target_text,
     text_blocks,
 )
-from worker.memory import PeakMemory
+from worker.memory import OUT_OF_MEMORY, PeakMemory, is_out_of_memory, release_memory
 from worker.publish import PublishError, publish_artifact
 from worker.reporter import JobReporter, JobTimeLimit, LeaseLost, ResourceLimit, default_owner
 
@@ -402,19 +402,17 @@ def run_job(
         status, error = "failed", str(exc)
     except (FileNotFoundError, ValueError) as exc:
         status, error = "failed", str(exc)
-    except torch.OutOfMemoryError:
-        status, error = (
-            "failed",
-            (
-                "out of memory: use a smaller calibration batch or sequence length, or a worker "
-                "with more memory"
-            ),
-        )
     except Exception as exc:
-        log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        if is_out_of_memory(exc):  # CUDA's OutOfMemoryError or the CPU allocator's
+            log.error("job %s ran out of memory: %s", job_id, exc)
+            status, error = "failed", OUT_OF_MEMORY
+        else:
+            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         reporter.stop_heartbeat()
+    if status == "failed" and error == OUT_OF_MEMORY:
+        release_memory()  # the frames that held the model are gone now
     ended = job_rows.finish_job(
         session_factory=session_factory,
         job_id=job_id,

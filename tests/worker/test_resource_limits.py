@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.db import session_scope
@@ -95,3 +96,46 @@ def test_the_worker_checks_the_model_size_quota_after_loading(
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
     assert job["stage"] == "loading"
     assert "more than this tenant's limit of 1,000 (max_model_params)" in job["error"]
+
+
+def _allocate_too_much() -> None:
+    """A real failed allocation from PyTorch's CPU allocator (4 EiB), not a raised imitation."""
+    torch.empty(1 << 62, dtype=torch.uint8)
+
+
+def _cuda_out_of_memory() -> None:
+    # What CUDA's caching allocator raises; no GPU here, so the error is built.
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+@pytest.mark.parametrize("fail", [_allocate_too_much, _cuda_out_of_memory])
+def test_out_of_memory_fails_the_job_saying_what_to_change_and_the_worker_goes_on(
+    api: TestClient,
+    auth,
+    settings: Settings,
+    tiny_model: Path,
+    text_files,
+    monkeypatch: pytest.MonkeyPatch,
+    fail,
+) -> None:
+    import worker.runner
+
+    h = auth("acme")
+    factory = api.app.state.session_factory  # type: ignore[attr-defined]
+    real_compress = worker.runner.compress
+
+    def compress_out_of_memory(*args: Any, **kwargs: Any) -> Any:
+        fail()
+        return real_compress(*args, **kwargs)
+
+    monkeypatch.setattr(worker.runner, "compress", compress_out_of_memory)
+    job_id = submit(api, h, tiny_model, text_files)
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["stage"] == "compressing"
+    assert job["error"].startswith("out of memory: use a smaller calibration batch")
+    assert "activation_memory_gb" in job["error"] and "top_k" in job["error"]
+    # The same worker process takes its next job as usual.
+    monkeypatch.setattr(worker.runner, "compress", real_compress)
+    next_job = submit(api, h, tiny_model, text_files)
+    assert run_job(settings=settings, session_factory=factory, job_id=next_job) == "succeeded"
