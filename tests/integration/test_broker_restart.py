@@ -20,11 +20,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
 from tests.conftest import make_key
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import _wait_port, free_port, fresh_database
+from tests.services import _wait_port, free_port
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -84,13 +83,12 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
 ) -> None:
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     with persistent_redis(tmp_path / "redis") as redis:
-        settings = Settings(
-            home=tmp_path / "home",
-            database_url=fresh_database(postgres_url, "broker_restart"),
-            broker_url=redis.url,
-            local_roots=[tmp_path],
+        settings = migrated_settings(
+            tmp_path,
+            postgres_url=postgres_url,
+            redis_url=redis.url,
+            database="broker_restart",
         )
-        upgrade(settings)
         key = make_key(settings, "ci")
         app = create_app(settings)
         env = {**_env(settings), "SLIMFORGE_DEVICE": "cpu"}

@@ -16,11 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
 from tests.conftest import make_key
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import fresh_database
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -47,15 +45,14 @@ def _events(client: TestClient, job_id: str) -> list[str]:
 def test_a_worker_killed_in_any_stage_leaves_the_same_result(
     tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
 ) -> None:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(postgres_url, "crash_points"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        database="crash_points",
         lease_seconds=5,
         rate_limit_per_minute=0,
     )
-    upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     key = make_key(settings, "ci")
     env = {**_env(settings), "SLIMFORGE_LEASE_SECONDS": "5", "SLIMFORGE_DEVICE": "cpu"}

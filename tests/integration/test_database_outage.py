@@ -17,11 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
 from tests.conftest import make_key
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import PostgresServer, fresh_database
+from tests.services import PostgresServer
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -56,14 +55,13 @@ def _events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
 def test_a_running_job_rides_out_a_database_restart(
     tmp_path: Path, redis_url: str, own_postgres: PostgresServer, text_files: dict[str, Path]
 ) -> None:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(own_postgres.url, "outage"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=own_postgres.url,
+        redis_url=redis_url,
+        database="outage",
         rate_limit_per_minute=0,
     )
-    upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
     # A lease (12 s, renewed every 4 s) that outlives the outage only if renewal resumes soon

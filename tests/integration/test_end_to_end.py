@@ -20,10 +20,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
 from app.settings import Settings
 from tests.conftest import REPO, make_key
-from tests.services import free_port, fresh_database
+from tests.integration.deploy import migrated_settings
+from tests.services import free_port
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -116,13 +116,12 @@ def _download_and_load(client: httpx.Client | TestClient, job_id: str, dest: Pat
 def test_worker_on_redis_and_postgres(
     tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
 ) -> None:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(postgres_url, "e2e"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        database="e2e",
     )
-    upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny")
     key = make_key(settings, "ci")
     app = create_app(settings)

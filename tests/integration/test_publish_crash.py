@@ -27,12 +27,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
 from app.settings import Settings
 from tests.conftest import make_key
 from tests.hubserver import LocalHub, running_hub
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _alive, _env, _process, _wait_for
-from tests.services import fresh_database
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -64,15 +63,14 @@ def deployment(
     text_files: dict[str, Path],
 ) -> Iterator[Deployment]:
     """API, database and Hub for one test; the test starts (and kills) the workers."""
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(postgres_url, f"publish_crash_{request.node.callspec.id}"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        database=f"publish_crash_{request.node.callspec.id}",
         lease_seconds=5,
         rate_limit_per_minute=0,
     )
-    upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny")
     key = make_key(settings, "acme")
     body: dict[str, Any] = {

@@ -17,11 +17,10 @@ from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 
 from app.main import create_app
-from app.migrate import upgrade
 from app.settings import Settings
 from tests.conftest import make_key
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import fresh_database
 from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
@@ -54,14 +53,13 @@ def _weights(settings: Settings, job_id: str) -> dict[str, torch.Tensor]:
 def test_killed_worker_resumes_at_the_first_unfinished_block(
     tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
 ) -> None:
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(postgres_url, "resume"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        database="resume",
         lease_seconds=5,
     )
-    upgrade(settings)
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
     app = create_app(settings)

@@ -12,11 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.migrate import upgrade
 from app.settings import Settings
 from tests.conftest import make_key
+from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process
-from tests.services import fresh_database
 from tests.worker.test_webhooks_delivery import new_secret, receiver
 
 pytestmark = pytest.mark.services
@@ -26,17 +25,16 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
     tmp_path: Path, redis_url: str, postgres_url: str, text_files: dict[str, Path]
 ) -> None:
     queue = f"webhooks-{uuid.uuid4().hex[:8]}"  # its own queues on the shared test Redis
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=fresh_database(postgres_url, "webhook_worker"),
-        broker_url=redis_url,
-        local_roots=[tmp_path],
+    settings = migrated_settings(
+        tmp_path,
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        database="webhook_worker",
         queue_name=f"gpu-{queue}",
         webhook_queue=queue,
         webhook_allow_private_addresses=True,  # the receiver is on loopback
         rate_limit_per_minute=0,
     )
-    upgrade(settings)
     key = make_key(settings, "ci")
     env = {
         **_env(settings),
