@@ -36,6 +36,7 @@ def release_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
