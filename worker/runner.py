@@ -362,7 +362,7 @@ def run_job(
         db_retry_seconds=settings.db_retry_seconds,
     )
     reporter.start_heartbeat()
-    status, error = "succeeded", None
+    status, error, out_of_memory = "succeeded", None, False
     try:
 
         def read_state(_attempt: int) -> tuple[bool, Quotas]:
@@ -403,7 +403,8 @@ def run_job(
     except (FileNotFoundError, ValueError) as exc:
         status, error = "failed", str(exc)
     except Exception as exc:
-        if is_out_of_memory(exc):  # CUDA's OutOfMemoryError or the CPU allocator's
+        out_of_memory = is_out_of_memory(exc)  # CUDA's OutOfMemoryError or the CPU allocator's
+        if out_of_memory:
             log.error("job %s ran out of memory: %s", job_id, exc)
             status, error = "failed", OUT_OF_MEMORY
         else:
@@ -411,7 +412,7 @@ def run_job(
             status, error = "failed", f"{type(exc).__name__}: {exc}"
     finally:
         reporter.stop_heartbeat()
-    if status == "failed" and error == OUT_OF_MEMORY:
+    if out_of_memory:
         release_memory()  # the frames that held the model are gone now
     ended = job_rows.finish_job(
         session_factory=session_factory,

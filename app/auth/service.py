@@ -144,6 +144,12 @@ _KEY_LOOKUP = (
 )
 
 
+def key_is_live(session: Session, *, key: str) -> bool:
+    """Whether ``key`` is an API key that is not revoked (the same look-up as
+    :func:`authenticate`)."""
+    return session.execute(_KEY_LOOKUP, {"key_hash": hash_key(key)}).first() is not None
+
+
 def authenticate(session: Session, *, authorization: str | None) -> Principal:
     """Resolve an ``Authorization: Bearer <key>`` header to its tenant or raise 401."""
     if not authorization:

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.models import ApiKey
-from app.auth.service import hash_key
+from app.auth.service import hash_key, key_is_live
 from app.limits.shared import SharedTokenBuckets
 from app.observability import current_request_id
 from app.settings import Settings
@@ -285,7 +283,4 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 def _key_in_database(scope: Scope, token: str) -> bool:
     factory = scope["app"].state.session_factory
     with factory() as session:
-        found = session.scalar(
-            select(ApiKey.id).where(ApiKey.key_hash == hash_key(token), ApiKey.revoked_at.is_(None))
-        )
-    return found is not None
+        return key_is_live(session, key=token)

@@ -41,7 +41,6 @@ class KdCheckpoint:
         self.every_seconds = every_seconds
         self.clock = clock
         self._last = clock()
-        self.saves = 0
 
     def due(self) -> bool:
         """Whether it is time to save again."""
@@ -57,7 +56,6 @@ class KdCheckpoint:
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self._last = self.clock()
-        self.saves += 1
 
     def load(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
         """The state last saved for this very run, else None (none saved, another run's, or

@@ -91,7 +91,7 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
         )
         key = make_key(settings, "ci")
         app = create_app(settings)
-        env = {**_env(settings), "SLIMFORGE_DEVICE": "cpu"}
+        env = _env(settings)
         body: dict[str, Any] = {
             "model": {"path": str(model)},
             "target": {"ratio": 0.8},

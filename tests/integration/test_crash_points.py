@@ -55,7 +55,7 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     key = make_key(settings, "ci")
-    env = {**_env(settings), "SLIMFORGE_LEASE_SECONDS": "5", "SLIMFORGE_DEVICE": "cpu"}
+    env = _env(settings)
     body: dict[str, Any] = {
         "model": {"path": str(model)},
         "target": {"ratio": 0.8},

@@ -61,17 +61,14 @@ def test_a_running_job_rides_out_a_database_restart(
         redis_url=redis_url,
         database="outage",
         rate_limit_per_minute=0,
+        # A lease (12 s, renewed every 4 s) that outlives the outage only if renewal resumes
+        # soon after the restart; a bounded retry well above the outage.
+        lease_seconds=12,
+        db_retry_seconds=60,
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
-    # A lease (12 s, renewed every 4 s) that outlives the outage only if renewal resumes soon
-    # after the restart; a bounded retry well above the outage.
-    env = {
-        **_env(settings),
-        "SLIMFORGE_LEASE_SECONDS": "12",
-        "SLIMFORGE_DEVICE": "cpu",
-        "SLIMFORGE_DB_RETRY_SECONDS": "60",
-    }
+    env = _env(settings)
     body = _body(model, text_files["calibration"], text_files["evaluation"])
     app = create_app(settings)
     log = tmp_path / "worker.log"

@@ -56,14 +56,23 @@ def _job_body(model: Path, calib: Path, evaluation: Path) -> dict[str, Any]:
 
 
 def _env(settings: Settings) -> dict[str, str]:
+    """The environment of a worker (or CLI) process with ``settings``: every field the test set
+    as its ``SLIMFORGE_`` variable, on the CPU unless told otherwise."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMFORGE_")}
     env.update(
         SLIMFORGE_HOME=str(settings.home),
         SLIMFORGE_DATABASE_URL=settings.database_url,
         SLIMFORGE_BROKER_URL=settings.broker_url,
         SLIMFORGE_LOCAL_ROOTS=json.dumps([str(p) for p in settings.local_roots or []]),
+        SLIMFORGE_DEVICE="cpu",
         PYTHONPATH=str(REPO),
     )
+    values = settings.model_dump(mode="json")
+    for name in settings.model_fields_set - {"home", "database_url", "broker_url", "local_roots"}:
+        value = values[name]
+        if value is not None:
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"SLIMFORGE_{name.upper()}"] = text
     return env
 
 

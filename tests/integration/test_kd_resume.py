@@ -36,15 +36,11 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
         database="kd_resume",
         lease_seconds=5,
         rate_limit_per_minute=0,
+        kd_checkpoint_seconds=0,  # save after every step
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     key = make_key(settings, "ci")
-    env = {
-        **_env(settings),
-        "SLIMFORGE_LEASE_SECONDS": "5",
-        "SLIMFORGE_DEVICE": "cpu",
-        "SLIMFORGE_KD_CHECKPOINT_SECONDS": "0",  # save after every step
-    }
+    env = _env(settings)
     body: dict[str, Any] = {
         "model": {"path": str(model)},
         "target": {"ratio": 0.8},

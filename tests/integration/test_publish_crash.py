@@ -86,8 +86,6 @@ def deployment(
             **_env(settings),
             **hub.env,  # Xet off: the push goes through LFS, which this hub speaks
             "HF_HOME": str(tmp_path / "hf-home"),  # not the user's cache or saved token
-            "SLIMFORGE_LEASE_SECONDS": "5",
-            "SLIMFORGE_DEVICE": "cpu",
             "SLIMFORGE_HUB_ENDPOINT": hub.endpoint,
             "SLIMFORGE_PUBLISH_BACKOFF_SECONDS": "0.2",
         }

@@ -63,7 +63,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
     app = create_app(settings)
-    env = {**_env(settings), "SLIMFORGE_LEASE_SECONDS": "5", "SLIMFORGE_DEVICE": "cpu"}
+    env = _env(settings)
     body = _body(model, text_files["calibration"])
     with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
         r = client.post("/v1/jobs", json=body)

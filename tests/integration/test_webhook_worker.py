@@ -36,12 +36,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
         rate_limit_per_minute=0,
     )
     key = make_key(settings, "ci")
-    env = {
-        **_env(settings),
-        "SLIMFORGE_QUEUE_NAME": settings.queue_name,
-        "SLIMFORGE_WEBHOOK_QUEUE": queue,
-        "SLIMFORGE_WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "true",
-    }
+    env = _env(settings)  # its queues and the private-address setting included
     h = {"Authorization": f"Bearer {key}"}
     body = {
         "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},  # never loaded: no job runs
