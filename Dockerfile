@@ -15,7 +15,7 @@ COPY data ./data
 FROM base AS api
 RUN pip install -e .
 EXPOSE 8000
-CMD ["uvicorn", "app.asgi:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4"]
+CMD ["uvicorn", "slimforge.app.asgi:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4"]
 
 FROM base AS worker
 # torch==2.13.0 from PyPI is the CUDA build on linux/x86_64.

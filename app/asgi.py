@@ -1,11 +1,11 @@
-"""ASGI entry point for production servers: ``uvicorn app.asgi:app``.
+"""ASGI entry point for production servers: ``uvicorn slimforge.app.asgi:app``.
 
 Settings are read from the environment here, at the edge, and passed into the factory.
 """
 
-from app.main import create_app
-from app.observability import configure_logging
-from app.settings import Settings
+from slimforge.app.main import create_app
+from slimforge.app.observability import configure_logging
+from slimforge.app.settings import Settings
 
 settings = Settings()
 configure_logging(settings)

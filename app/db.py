@@ -59,7 +59,7 @@ def make_engine(
     A server database gets a bounded pool: with N API processes it opens at most
     N x (pool_size + max_overflow) connections, which must stay under the server's
     max_connections. A request that waits ``pool_timeout`` for a connection gets a 503 (see
-    app.main), not a long hang."""
+    slimforge.app.main), not a long hang."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url,

@@ -15,12 +15,12 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from app.artifacts.storage import ArtifactStore
-from app.auth.scopes import SCOPES, Scope
-from app.auth.service import Principal, authenticate
-from app.errors import Forbidden
-from app.limits.slots import SessionSlots
-from app.settings import Settings
+from slimforge.app.artifacts.storage import ArtifactStore
+from slimforge.app.auth.service import Principal, authenticate
+from slimforge.app.errors import Forbidden
+from slimforge.app.limits.slots import SessionSlots
+from slimforge.app.settings import Settings
+from slimforge.contract.scopes import SCOPES, Scope
 
 
 async def get_settings(request: Request) -> Settings:

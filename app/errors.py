@@ -1,4 +1,4 @@
-"""Domain errors raised by services; ``app.main`` turns them into JSON responses.
+"""Domain errors raised by services; ``slimforge.app.main`` turns them into JSON responses.
 
 Every error body has the same shape: ``{"error": {"code": ..., "message": ..., "details": ...}}``
 with a message that says what to fix, and ``request_id`` (also the ``X-Request-ID`` header)

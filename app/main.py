@@ -12,23 +12,23 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.artifacts.router import router as artifacts_router
-from app.artifacts.storage import make_store
-from app.auth.router import router as keys_router
-from app.credentials.router import router as credentials_router
-from app.dashboard.router import router as dashboard_router
-from app.db import make_engine, make_session_factory
-from app.errors import AppError
-from app.health.router import router as health_router
-from app.hubcompat.router import router as hubcompat_router
-from app.jobs.router import router as jobs_router
-from app.limits.middleware import RequestLimitsMiddleware
-from app.limits.slots import SessionSlots
-from app.methods.router import router as methods_router
-from app.observability import current_request_id, install_observability
-from app.queue import make_celery_app
-from app.settings import Settings
-from app.webhooks.router import router as webhooks_router
+from slimforge.app.artifacts.router import router as artifacts_router
+from slimforge.app.artifacts.storage import make_store
+from slimforge.app.auth.router import router as keys_router
+from slimforge.app.credentials.router import router as credentials_router
+from slimforge.app.dashboard.router import router as dashboard_router
+from slimforge.app.db import make_engine, make_session_factory
+from slimforge.app.errors import AppError
+from slimforge.app.health.router import router as health_router
+from slimforge.app.hubcompat.router import router as hubcompat_router
+from slimforge.app.jobs.router import router as jobs_router
+from slimforge.app.limits.middleware import RequestLimitsMiddleware
+from slimforge.app.limits.slots import SessionSlots
+from slimforge.app.methods.router import router as methods_router
+from slimforge.app.observability import current_request_id, install_observability
+from slimforge.app.queue import make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.router import router as webhooks_router
 
 __all__ = ["create_app"]
 
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
-    # As many request slots as pooled connections (see app.limits.slots).
+    # As many request slots as pooled connections (see slimforge.app.limits.slots).
     app.state.session_slots = SessionSlots(
         size=settings.db_pool_size + settings.db_max_overflow,
         timeout=settings.db_pool_timeout_seconds,

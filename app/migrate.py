@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.errors import UnprocessableInput
-from app.settings import Settings
+from slimforge.app.errors import UnprocessableInput
+from slimforge.app.settings import Settings
 
 
 def resolve_local_path(settings: Settings, raw: str, *, field: str) -> Path:

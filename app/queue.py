@@ -1,7 +1,7 @@
 """The Celery application configuration shared by the API (producer) and the worker.
 
 The API only *sends* ``run_job`` by name, so it never imports worker code or torch. The worker
-builds its app from the same function and registers the task (``worker.celery_app``).
+builds its app from the same function and registers the task (``slimforge.worker.celery_app``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 __all__ = ["RUN_JOB_TASK", "broker_reachable", "enqueue_job", "make_celery_app"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from compression import ModelSource, TextSource, load_model, load_texts, token_blocks
+from slimforge.compression import ModelSource, TextSource, load_model, load_texts, token_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "corpus"

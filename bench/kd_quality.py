@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from common import PeakRss, corpus_blocks, load_teacher, machine_line
 
-from compression import compress, count_parameters, perplexity, resolve_target
-from compression.configs import KdConfig, LillamaConfig, MinitronConfig, SvdConfig
-from compression.distill.kd import distill_logits
-from compression.pruning.arch import candidate_shapes
-from compression.pruning.layout import arch_of
+from slimforge.compression import compress, count_parameters, perplexity, resolve_target
+from slimforge.compression.configs import KdConfig, LillamaConfig, MinitronConfig, SvdConfig
+from slimforge.compression.distill.kd import distill_logits
+from slimforge.compression.pruning.arch import candidate_shapes
+from slimforge.compression.pruning.layout import arch_of
 
 PIPELINES: dict[str, Any] = {
     "depth": MinitronConfig(axes=["depth"]),

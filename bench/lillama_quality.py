@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from common import GGUF, PeakRss, corpus_blocks, load_teacher, machine_line, rss_bytes
 
-from compression import SvdConfig, compress, count_parameters, perplexity, resolve_target
-from compression.configs import LillamaConfig
+from slimforge.compression import SvdConfig, compress, count_parameters, perplexity, resolve_target
+from slimforge.compression.configs import LillamaConfig
 
 
 def main() -> None:

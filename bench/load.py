@@ -3,8 +3,9 @@
     .venv/bin/python bench/load.py [--workers 4] [--duration 10] [--clients 50 200] [--jobs 5]
 
 Starts, in a temporary folder, a throw-away PostgreSQL and Redis (``tests/services.py``), runs
-the migrations, then ``uvicorn app.asgi:app --workers N`` and one Celery worker
-(``python -m worker``), all configured through ``SLIMFORGE_*`` variables like production. Then:
+the migrations, then ``uvicorn slimforge.app.asgi:app --workers N`` and one Celery worker
+(``python -m slimforge.worker``), all configured through ``SLIMFORGE_*`` variables like
+production. Then:
 
 1. Submit-to-start delay: with the worker idle, a handful of cheap jobs (a tiny random Llama,
    ``svd`` on 4096 calibration tokens, about a second each) are submitted one at a time; the
@@ -48,10 +49,10 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.services and tests.tiny (not installed packages)
 
-from app.auth.service import create_api_key  # noqa: E402
-from app.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from slimforge.app.auth.service import create_api_key  # noqa: E402
+from slimforge.app.db import make_engine, make_session_factory, session_scope  # noqa: E402
+from slimforge.app.migrate import upgrade  # noqa: E402
+from slimforge.app.settings import Settings  # noqa: E402
 from tests.services import free_port, fresh_database, postgres_server, redis_server  # noqa: E402
 
 TENANTS = 10  # a few shared keys: client i uses key i % TENANTS
@@ -169,7 +170,15 @@ def stack(workers: int) -> Iterator[tuple[Stack, Callable[[], subprocess.Popen[b
         port = free_port()
         log = folder / "api.log"
         host = ["--host", "127.0.0.1", "--port", str(port)]
-        cmd = [sys.executable, "-m", "uvicorn", "app.asgi:app", *host, "--workers", str(workers)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "slimforge.app.asgi:app",
+            *host,
+            "--workers",
+            str(workers),
+        ]
         api = es.enter_context(_process(cmd, env, log))
         # Every worker process is serving before the clock starts.
         _wait_for_log(log, "Application startup complete", workers, api)
@@ -190,7 +199,7 @@ def stack(workers: int) -> Iterator[tuple[Stack, Callable[[], subprocess.Popen[b
 
         def start_worker() -> subprocess.Popen[bytes]:
             wlog = folder / "worker.log"
-            proc = es.enter_context(_process([sys.executable, "-m", "worker"], env, wlog))
+            proc = es.enter_context(_process([sys.executable, "-m", "slimforge.worker"], env, wlog))
             _wait_for_log(wlog, " ready.", 1, proc)  # Celery's banner line once consuming
             s.pids["worker (Celery)"] = proc.pid
             return proc

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from compression import (
+from slimforge.compression import (
     ModelSource,
     SvdConfig,
     TextSource,

@@ -2,10 +2,11 @@
 
 Usable without the service::
 
-    from compression import LillamaConfig, ModelSource, SvdConfig, compress, load_model
+    from slimforge.compression import LillamaConfig, ModelSource, SvdConfig, compress, load_model
 
 Importing this package imports no torch: the names below are loaded on first use, so the API
-can import ``compression.configs`` / ``compression.planning`` / ``compression.progress``
+can import ``slimforge.compression.configs`` / ``slimforge.compression.planning`` /
+``slimforge.compression.progress``
 (all torch-free) without pulling in the ML stack.
 """
 
@@ -16,36 +17,36 @@ from typing import TYPE_CHECKING, Any
 
 # Public name -> module that defines it (imported lazily by __getattr__ below).
 _EXPORTS = {
-    "ArtifactFile": "compression.export",
-    "Cancelled": "compression.progress",
-    "LillamaConfig": "compression.configs",
-    "LinearShape": "compression.planning",
-    "LowRankLinear": "compression.lowrank",
-    "MethodConfig": "compression.configs",
-    "MethodResult": "compression.methods.base",
-    "ModelSource": "compression.loading",
-    "NullReporter": "compression.progress",
-    "RankPlan": "compression.planning",
-    "Reporter": "compression.progress",
-    "SvdConfig": "compression.configs",
-    "TextSource": "compression.data",
-    "UnreachableTargetError": "compression.planning",
-    "artifact_size": "compression.evaluation",
-    "available_methods": "compression.methods",
-    "collect_input_grams": "compression.calibration",
-    "compress": "compression.core",
-    "count_parameters": "compression.lowrank",
-    "export_artifact": "compression.export",
-    "find_linears": "compression.lowrank",
-    "get_method": "compression.methods",
-    "linear_shapes": "compression.lowrank",
-    "load_model": "compression.loading",
-    "load_texts": "compression.data",
-    "perplexity": "compression.evaluation",
-    "plan_uniform": "compression.planning",
-    "render_model_card": "compression.model_card",
-    "resolve_target": "compression.planning",
-    "token_blocks": "compression.data",
+    "ArtifactFile": "slimforge.compression.export",
+    "Cancelled": "slimforge.compression.progress",
+    "LillamaConfig": "slimforge.compression.configs",
+    "LinearShape": "slimforge.compression.planning",
+    "LowRankLinear": "slimforge.compression.lowrank",
+    "MethodConfig": "slimforge.compression.configs",
+    "MethodResult": "slimforge.compression.methods.base",
+    "ModelSource": "slimforge.compression.loading",
+    "NullReporter": "slimforge.compression.progress",
+    "RankPlan": "slimforge.compression.planning",
+    "Reporter": "slimforge.compression.progress",
+    "SvdConfig": "slimforge.compression.configs",
+    "TextSource": "slimforge.compression.data",
+    "UnreachableTargetError": "slimforge.compression.planning",
+    "artifact_size": "slimforge.compression.evaluation",
+    "available_methods": "slimforge.compression.methods",
+    "collect_input_grams": "slimforge.compression.calibration",
+    "compress": "slimforge.compression.core",
+    "count_parameters": "slimforge.compression.lowrank",
+    "export_artifact": "slimforge.compression.export",
+    "find_linears": "slimforge.compression.lowrank",
+    "get_method": "slimforge.compression.methods",
+    "linear_shapes": "slimforge.compression.lowrank",
+    "load_model": "slimforge.compression.loading",
+    "load_texts": "slimforge.compression.data",
+    "perplexity": "slimforge.compression.evaluation",
+    "plan_uniform": "slimforge.compression.planning",
+    "render_model_card": "slimforge.compression.model_card",
+    "resolve_target": "slimforge.compression.planning",
+    "token_blocks": "slimforge.compression.data",
 }
 
 # Kept literal so linters see the re-exports; test_package checks it matches _EXPORTS.
@@ -97,22 +98,27 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static names for type checkers and IDEs
-    from compression.calibration import collect_input_grams
-    from compression.configs import LillamaConfig, MethodConfig, SvdConfig
-    from compression.core import compress
-    from compression.data import TextSource, load_texts, token_blocks
-    from compression.evaluation import artifact_size, perplexity
-    from compression.export import ArtifactFile, export_artifact
-    from compression.loading import ModelSource, load_model
-    from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
-    from compression.methods import available_methods, get_method
-    from compression.methods.base import MethodResult
-    from compression.model_card import render_model_card
-    from compression.planning import (
+    from slimforge.compression.calibration import collect_input_grams
+    from slimforge.compression.configs import LillamaConfig, MethodConfig, SvdConfig
+    from slimforge.compression.core import compress
+    from slimforge.compression.data import TextSource, load_texts, token_blocks
+    from slimforge.compression.evaluation import artifact_size, perplexity
+    from slimforge.compression.export import ArtifactFile, export_artifact
+    from slimforge.compression.loading import ModelSource, load_model
+    from slimforge.compression.lowrank import (
+        LowRankLinear,
+        count_parameters,
+        find_linears,
+        linear_shapes,
+    )
+    from slimforge.compression.methods import available_methods, get_method
+    from slimforge.compression.methods.base import MethodResult
+    from slimforge.compression.model_card import render_model_card
+    from slimforge.compression.planning import (
         LinearShape,
         RankPlan,
         UnreachableTargetError,
         plan_uniform,
         resolve_target,
     )
-    from compression.progress import Cancelled, NullReporter, Reporter
+    from slimforge.compression.progress import Cancelled, NullReporter, Reporter

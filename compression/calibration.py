@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = ["GramRecorder", "collect_input_grams", "recording_input_grams"]
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.planning import LinearShape
+from slimforge.compression.planning import LinearShape
 
 __all__ = ["CheckpointShapes", "read_checkpoint_shapes"]
 

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.configs import MethodConfig
-from compression.distill.streaming import placed
-from compression.methods import MethodResult, get_method
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.configs import MethodConfig
+from slimforge.compression.distill.streaming import placed
+from slimforge.compression.methods import MethodResult, get_method
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = ["compress"]
 

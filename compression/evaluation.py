@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = ["artifact_size", "perplexity"]
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from compression.lowrank import LowRankLinear
-from compression.moe import Expert, SplitExperts
+from slimforge.compression.lowrank import LowRankLinear
+from slimforge.compression.moe import Expert, SplitExperts
 
 __all__ = [
     "ArtifactFile",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from compression.planning import LinearShape
+from slimforge.compression.planning import LinearShape
 
 __all__ = [
     "LowRankLinear",

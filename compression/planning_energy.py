@@ -1,6 +1,6 @@
 """The ``energy`` rank allocation: measured singular values decide where rank goes.
 
-Pure Python like :mod:`compression.planning`, whose counting rules it shares.
+Pure Python like :mod:`slimforge.compression.planning`, whose counting rules it shares.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-from compression.planning import (
+from slimforge.compression.planning import (
     LinearShape,
     RankPlan,
     _dense_weight,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = ["sample_blocks"]
 

@@ -1,11 +1,12 @@
-"""Alembic environment: the URL comes from the caller (``app.migrate``) or from Settings."""
+"""Alembic environment: the URL comes from the caller (``slimforge.app.migrate``) or from
+Settings."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from app.db import make_engine
-from app.models import Base
+from slimforge.app.db import make_engine
+from slimforge.app.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -15,7 +16,7 @@ def _url() -> str:
     url = config.attributes.get("database_url")
     if url:
         return str(url)
-    from app.settings import Settings
+    from slimforge.app.settings import Settings
 
     return Settings().database_url
 

@@ -16,7 +16,7 @@
 Client commands (talk to a running service; see ``slimforge.client.cli``): config, submit,
 status, wait, events, cancel, list, download, methods.
 
-Settings come from ``SLIMFORGE_*`` environment variables (see ``app.settings.Settings``).
+Settings come from ``SLIMFORGE_*`` environment variables (see ``slimforge.app.settings.Settings``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 from slimforge.client.cli import add_client_commands
 
 if TYPE_CHECKING:
@@ -57,9 +57,9 @@ def _die_with_parent() -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from app.main import create_app
-    from app.migrate import upgrade
-    from app.observability import configure_logging
+    from slimforge.app.main import create_app
+    from slimforge.app.migrate import upgrade
+    from slimforge.app.observability import configure_logging
 
     settings = Settings()
     configure_logging(settings)  # JSON lines on stderr, with request ids
@@ -71,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         roles = [[], ["--webhooks"]] if settings.webhook_queue else [[]]
         workers = [
             subprocess.Popen(
-                [sys.executable, "-m", "worker", *role],
+                [sys.executable, "-m", "slimforge.worker", *role],
                 env=os.environ.copy(),
                 preexec_fn=_die_with_parent,
             )
@@ -111,8 +111,8 @@ def _describe(workers: list[subprocess.Popen[bytes]]) -> str:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from app.migrate import upgrade
-    from worker.main import start_worker
+    from slimforge.app.migrate import upgrade
+    from slimforge.worker.main import start_worker
 
     settings = Settings()
     if settings.database_url.startswith("sqlite"):
@@ -122,7 +122,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from app.migrate import upgrade
+    from slimforge.app.migrate import upgrade
 
     upgrade(Settings(), args.revision)
     print(f"database at revision {args.revision}")
@@ -132,8 +132,8 @@ def _migrate(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _admin_session() -> Iterator[Session]:
     """A session on the configured database (migrated first) for one admin command."""
-    from app.db import make_engine, make_session_factory, session_scope
-    from app.migrate import upgrade
+    from slimforge.app.db import make_engine, make_session_factory, session_scope
+    from slimforge.app.migrate import upgrade
 
     settings = Settings()
     upgrade(settings)
@@ -146,7 +146,7 @@ def _admin_session() -> Iterator[Session]:
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    from app.auth.service import create_api_key
+    from slimforge.app.auth.service import create_api_key
 
     scopes = args.scopes.split(",") if args.scopes else None
     try:
@@ -167,8 +167,8 @@ def _create_key(args: argparse.Namespace) -> int:
 
 
 def _revoke_key(args: argparse.Namespace) -> int:
-    from app.auth.service import revoke_key
-    from app.errors import NotFound
+    from slimforge.app.auth.service import revoke_key
+    from slimforge.app.errors import NotFound
 
     try:
         with _admin_session() as session:
@@ -181,7 +181,7 @@ def _revoke_key(args: argparse.Namespace) -> int:
 
 
 def _set_quota(args: argparse.Namespace) -> int:
-    from app.limits.quotas import set_tenant_quota
+    from slimforge.app.limits.quotas import set_tenant_quota
 
     try:
         with _admin_session() as session:
@@ -200,7 +200,7 @@ def _set_quota(args: argparse.Namespace) -> int:
 
 
 def _allow_remote_code(args: argparse.Namespace) -> int:
-    from app.auth.service import set_remote_code
+    from slimforge.app.auth.service import set_remote_code
 
     with _admin_session() as session:
         set_remote_code(session, tenant_name=args.tenant, allowed=not args.off)

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 from slimforge.demo_model import GGUF, fetch_smollm2
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth.service import create_api_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.auth.service import create_api_key
+from slimforge.app.db import make_engine, make_session_factory, session_scope
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data" / "corpus"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.migrate import downgrade, upgrade
-from app.models import Base
-from app.settings import Settings
+from slimforge.app.migrate import downgrade, upgrade
+from slimforge.app.models import Base
+from slimforge.app.settings import Settings
 from tests.services import fresh_database
 
 

@@ -1,8 +1,9 @@
-"""``python -m worker``: a job worker; ``python -m worker --webhooks``: a delivery worker."""
+"""``python -m slimforge.worker``: a job worker; ``python -m slimforge.worker --webhooks``: a
+delivery worker."""
 
 import sys
 
-from app.settings import Settings
-from worker.main import start_worker
+from slimforge.app.settings import Settings
+from slimforge.worker.main import start_worker
 
 start_worker(Settings(), deliveries="--webhooks" in sys.argv[1:])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from app.db import make_engine, make_session_factory
-from app.queue import make_celery_app
-from app.settings import Settings
-from worker.tasks import register_tasks
+from slimforge.app.db import make_engine, make_session_factory
+from slimforge.app.queue import make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.worker.tasks import register_tasks
 
 __all__ = ["make_celery"]
 

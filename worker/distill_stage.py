@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression import Reporter, perplexity
-from compression.configs import KdConfig
-from compression.distill.kd import TopK, distill_logits, teacher_topk
-from compression.distill.kd_resume import KdCheckpoint
+from slimforge.compression import Reporter, perplexity
+from slimforge.compression.configs import KdConfig
+from slimforge.compression.distill.kd import TopK, distill_logits, teacher_topk
+from slimforge.compression.distill.kd_resume import KdCheckpoint
 
 __all__ = ["DistillPlan", "prepare_distillation", "run_distillation"]
 

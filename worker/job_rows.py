@@ -1,4 +1,4 @@
-"""Claiming and ending a job's row through a short database outage (``worker.db_retry``).
+"""Claiming and ending a job's row through a short database outage (``slimforge.worker.db_retry``).
 
 Both writes are retried; a try after a lost connection first checks whether the earlier try's
 commit landed (the job is then already ours, or already ended by us), so neither is done twice.
@@ -9,10 +9,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import utcnow
-from app.jobs import lifecycle
-from app.jobs.models import Job
-from worker.db_retry import retry_db
+from slimforge.app.db import utcnow
+from slimforge.app.jobs import lifecycle
+from slimforge.app.jobs.models import Job
+from slimforge.worker.db_retry import retry_db
 
 __all__ = ["claim_job", "finish_job"]
 
@@ -25,7 +25,7 @@ def claim_job(
     lease_seconds: int,
     retry_seconds: float,
 ) -> Job | None:
-    """:func:`app.jobs.lifecycle.claim_job`, retried: the job if this worker now holds its
+    """:func:`slimforge.app.jobs.lifecycle.claim_job`, retried: the job if this worker now holds its
     lease, None if it runs elsewhere, has ended or does not exist."""
 
     def claim(attempt: int) -> Job | None:
@@ -54,7 +54,8 @@ def finish_job(
     error: str | None,
     retry_seconds: float,
 ) -> bool:
-    """:func:`app.jobs.lifecycle.finish_job`, retried: whether this worker ended the job (so
+    """:func:`slimforge.app.jobs.lifecycle.finish_job`, retried: whether this worker ended the
+    job (so
     its ``job.<status>`` webhook is due)."""
     since = utcnow()
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from app.settings import Settings
-from compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
-from compression.model_card import base_model_license
-from compression.synthetic import sample_blocks
+from slimforge.app.settings import Settings
+from slimforge.compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
+from slimforge.compression.model_card import base_model_license
+from slimforge.compression.synthetic import sample_blocks
 
 __all__ = [
     "base_license",

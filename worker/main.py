@@ -1,19 +1,19 @@
-"""Start a worker process: ``slimforge worker`` (or ``python -m worker``)."""
+"""Start a worker process: ``slimforge worker`` (or ``python -m slimforge.worker``)."""
 
 from __future__ import annotations
 
 import os
 import socket
 
-from app.db import make_engine, make_session_factory
-from app.settings import Settings
-from worker.celery_app import make_celery
-from worker.recovery import OrphanSweeper
+from slimforge.app.db import make_engine, make_session_factory
+from slimforge.app.settings import Settings
+from slimforge.worker.celery_app import make_celery
+from slimforge.worker.recovery import OrphanSweeper
 
 
 def start_worker(settings: Settings, *, loglevel: str = "INFO", deliveries: bool = False) -> None:
     """Consume the GPU queue, one job at a time, in this process (``--pool solo``), and requeue
-    jobs whose worker died (see ``worker.recovery``).
+    jobs whose worker died (see ``slimforge.worker.recovery``).
 
     ``deliveries``: a light worker for webhook deliveries only: it consumes ``webhook_queue``
     with ``webhook_concurrency`` threads and runs no job, so an event is delivered while the

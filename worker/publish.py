@@ -19,7 +19,7 @@ import httpx2  # huggingface_hub 2's HTTP client: its errors are not httpx's
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
-from compression import Reporter
+from slimforge.compression import Reporter
 
 log = logging.getLogger("slimforge.worker")
 

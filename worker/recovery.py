@@ -17,14 +17,14 @@ from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.artifacts.service import purge_expired_artifacts
-from app.artifacts.storage import make_store
-from app.db import utcnow
-from app.jobs import lifecycle
-from app.queue import enqueue_job, enqueue_webhook
-from app.settings import Settings
-from app.webhooks.models import WebhookDelivery
-from worker.db_retry import is_transient
+from slimforge.app.artifacts.service import purge_expired_artifacts
+from slimforge.app.artifacts.storage import make_store
+from slimforge.app.db import utcnow
+from slimforge.app.jobs import lifecycle
+from slimforge.app.queue import enqueue_job, enqueue_webhook
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.models import WebhookDelivery
+from slimforge.worker.db_retry import is_transient
 
 __all__ = [
     "OrphanSweeper",

@@ -1,7 +1,8 @@
 """A job's reporter: progress events, cancellation and time-limit checks, and the lease
 heartbeat that tells other workers this one is alive.
 
-Its database reads and writes ride out a short outage (``worker.db_retry``): a job waits for
+Its database reads and writes ride out a short outage (``slimforge.worker.db_retry``): a job
+waits for
 the database to come back instead of failing.
 """
 
@@ -20,12 +21,12 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import session_scope, utcnow
-from app.jobs import lifecycle
-from app.jobs.models import JobEvent
-from app.jobs.service import add_event
-from compression import Cancelled
-from worker.db_retry import retry_db
+from slimforge.app.db import session_scope, utcnow
+from slimforge.app.jobs import lifecycle
+from slimforge.app.jobs.models import JobEvent
+from slimforge.app.jobs.service import add_event
+from slimforge.compression import Cancelled
+from slimforge.worker.db_retry import retry_db
 
 __all__ = ["JobReporter", "JobTimeLimit", "LeaseLost", "ResourceLimit", "default_owner"]
 
@@ -129,7 +130,7 @@ class JobReporter:
 
     def db_retry(self, action: Callable[[int], T], *, what: str) -> T:
         """``action(try_number)`` retried through a database outage of up to
-        ``db_retry_seconds`` (see :func:`worker.db_retry.retry_db`)."""
+        ``db_retry_seconds`` (see :func:`slimforge.worker.db_retry.retry_db`)."""
         return retry_db(action, what=f"job {self.job_id}: {what}", seconds=self.db_retry_seconds)
 
     def stop_heartbeat(self) -> None:

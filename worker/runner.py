@@ -17,16 +17,16 @@ from typing import Any, cast
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.artifacts.models import Artifact
-from app.artifacts.service import record_artifact
-from app.artifacts.storage import LocalArtifactStore, make_store
-from app.credentials.service import get_hub_token
-from app.db import session_scope
-from app.jobs import lifecycle
-from app.jobs.models import Job
-from app.limits.quotas import Quotas, effective_quotas, model_size_error
-from app.settings import Settings
-from compression import (
+from slimforge.app.artifacts.models import Artifact
+from slimforge.app.artifacts.service import record_artifact
+from slimforge.app.artifacts.storage import LocalArtifactStore, make_store
+from slimforge.app.credentials.service import get_hub_token
+from slimforge.app.db import session_scope
+from slimforge.app.jobs import lifecycle
+from slimforge.app.jobs.models import Job
+from slimforge.app.limits.quotas import Quotas, effective_quotas, model_size_error
+from slimforge.app.settings import Settings
+from slimforge.compression import (
     Cancelled,
     UnreachableTargetError,
     compress,
@@ -38,11 +38,11 @@ from compression import (
     render_model_card,
     resolve_target,
 )
-from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
-from compression.distill.kd_resume import KdCheckpoint
-from worker import job_rows, webhooks
-from worker.distill_stage import prepare_distillation, run_distillation
-from worker.job_spec import (
+from slimforge.compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from slimforge.compression.distill.kd_resume import KdCheckpoint
+from slimforge.worker import job_rows, webhooks
+from slimforge.worker.distill_stage import prepare_distillation, run_distillation
+from slimforge.worker.job_spec import (
     base_license,
     describe_base,
     job_device,
@@ -50,9 +50,15 @@ from worker.job_spec import (
     target_text,
     text_blocks,
 )
-from worker.memory import OUT_OF_MEMORY, PeakMemory, is_out_of_memory, release_memory
-from worker.publish import PublishError, publish_artifact
-from worker.reporter import JobReporter, JobTimeLimit, LeaseLost, ResourceLimit, default_owner
+from slimforge.worker.memory import OUT_OF_MEMORY, PeakMemory, is_out_of_memory, release_memory
+from slimforge.worker.publish import PublishError, publish_artifact
+from slimforge.worker.reporter import (
+    JobReporter,
+    JobTimeLimit,
+    LeaseLost,
+    ResourceLimit,
+    default_owner,
+)
 
 __all__ = ["JobReporter", "JobTimeLimit", "LeaseLost", "ResourceLimit", "default_owner", "run_job"]
 

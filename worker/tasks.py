@@ -11,9 +11,9 @@ from __future__ import annotations
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.queue import RUN_JOB_TASK, enqueue_webhook
-from app.settings import Settings
-from worker import runner, webhooks
+from slimforge.app.queue import RUN_JOB_TASK, enqueue_webhook
+from slimforge.app.settings import Settings
+from slimforge.worker import runner, webhooks
 
 
 def register_tasks(

@@ -1,4 +1,5 @@
-"""Webhook deliveries as plain functions; the Celery task (``worker.tasks``) only carries ids.
+"""Webhook deliveries as plain functions; the Celery task (``slimforge.worker.tasks``) only
+carries ids.
 
 :func:`emit` turns a job event into a recorded delivery and queues it; :func:`deliver` makes
 one signed attempt, records it, and says when to try again. Each attempt is a row of
@@ -21,15 +22,19 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
-from app.queue import DELIVER_WEBHOOK_TASK, enqueue_webhook, make_celery_app
-from app.settings import Settings
-from app.webhooks import service
-from app.webhooks.models import WebhookDelivery
-from app.webhooks.safety import UnsafeWebhookUrl, WebhookHostUnresolvable, check_webhook_url
-from slimforge.webhooks import sign_webhook
-from worker.db_retry import retry_db
+from slimforge.app.db import session_scope, utcnow
+from slimforge.app.jobs.models import Job
+from slimforge.app.queue import DELIVER_WEBHOOK_TASK, enqueue_webhook, make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks import service
+from slimforge.app.webhooks.models import WebhookDelivery
+from slimforge.app.webhooks.safety import (
+    UnsafeWebhookUrl,
+    WebhookHostUnresolvable,
+    check_webhook_url,
+)
+from slimforge.contract.signing import sign_webhook
+from slimforge.worker.db_retry import retry_db
 
 __all__ = ["DELIVER_WEBHOOK_TASK", "NextAttempt", "deliver", "emit"]
 

@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
-from app.artifacts.storage import ArtifactStore
-from app.errors import AppError
+from slimforge.app.artifacts.storage import ArtifactStore
+from slimforge.app.errors import AppError
 
 __all__ = ["artifact_file_response"]
 

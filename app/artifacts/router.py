@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.artifacts import service
-from app.artifacts.responses import artifact_file_response
-from app.artifacts.schemas import ArtifactOut
-from app.deps import ReadPrincipalDep, SessionDep, StoreDep, SubmitPrincipalDep
-from app.errors import error_responses
+from slimforge.app.artifacts import service
+from slimforge.app.artifacts.responses import artifact_file_response
+from slimforge.app.deps import ReadPrincipalDep, SessionDep, StoreDep, SubmitPrincipalDep
+from slimforge.app.errors import error_responses
+from slimforge.contract.artifacts import ArtifactOut
 
 router = APIRouter(
     prefix="/v1/jobs",

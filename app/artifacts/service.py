@@ -8,14 +8,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts.models import Artifact
-from app.artifacts.schemas import ArtifactFileOut, ArtifactOut
-from app.artifacts.storage import ArtifactStore
-from app.db import utcnow
-from app.errors import Conflict, NotFound
-from app.jobs.models import Job
-from app.jobs.schemas import TERMINAL_STATUSES
-from app.jobs.service import add_event, get_job
+from slimforge.app.artifacts.models import Artifact
+from slimforge.app.artifacts.storage import ArtifactStore
+from slimforge.app.db import utcnow
+from slimforge.app.errors import Conflict, NotFound
+from slimforge.app.jobs.models import Job
+from slimforge.app.jobs.service import add_event, get_job
+from slimforge.contract.artifacts import ArtifactFileOut, ArtifactOut
+from slimforge.contract.jobs import TERMINAL_STATUSES
 
 __all__ = [
     "artifact_out",

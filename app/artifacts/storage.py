@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 __all__ = [
     "ArtifactStore",

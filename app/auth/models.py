@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
+from slimforge.app.db import Base, UTCDateTime, utcnow
 
 
 def _uuid() -> str:
@@ -37,7 +37,8 @@ class ApiKey(Base):
     # An optional label ("ci", "dashboard") shown in listings.
     name: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # The granted scopes, comma-separated in rank order ("read", "read,submit", "admin"); each
-    # implies the lower ones (see ``app.auth.scopes``). Keys from before scopes existed: admin.
+    # implies the lower ones (see ``slimforge.contract.scopes``).
+    # Keys from before scopes existed: admin.
     scopes: Mapped[str] = mapped_column(String(100), default="admin", server_default="admin")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

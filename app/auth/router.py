@@ -1,14 +1,14 @@
 """HTTP routes for the tenant's API keys (admin scope). HTTP concerns only: the work is in
-``app.auth.service``."""
+``slimforge.app.auth.service``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.auth import service
-from app.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList
-from app.deps import AdminPrincipalDep, SessionDep
-from app.errors import error_responses
+from slimforge.app.auth import service
+from slimforge.app.deps import AdminPrincipalDep, SessionDep
+from slimforge.app.errors import error_responses
+from slimforge.contract.keys import ApiKeyCreate, ApiKeyCreated, ApiKeyList
 
 router = APIRouter(
     prefix="/v1/keys",

@@ -10,11 +10,17 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import ApiKey, Tenant
-from app.auth.schemas import ApiKeyOut
-from app.auth.scopes import DEFAULT_SCOPES, SCOPES, Scope, effective_scopes, normalize_scopes
-from app.db import utcnow
-from app.errors import NotFound, Unauthorized
+from slimforge.app.auth.models import ApiKey, Tenant
+from slimforge.app.db import utcnow
+from slimforge.app.errors import NotFound, Unauthorized
+from slimforge.contract.keys import ApiKeyOut
+from slimforge.contract.scopes import (
+    DEFAULT_SCOPES,
+    SCOPES,
+    Scope,
+    effective_scopes,
+    normalize_scopes,
+)
 
 KEY_PREFIX = "sf_"
 

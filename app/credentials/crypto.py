@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 __all__ = ["SecretBox"]
 

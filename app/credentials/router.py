@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.credentials import service
-from app.credentials.schemas import HubCredentialIn, HubCredentialOut
-from app.deps import AdminPrincipalDep, ReadPrincipalDep, SessionDep, SettingsDep
-from app.errors import NotFound, error_responses
+from slimforge.app.credentials import service
+from slimforge.app.deps import AdminPrincipalDep, ReadPrincipalDep, SessionDep, SettingsDep
+from slimforge.app.errors import NotFound, error_responses
+from slimforge.contract.credentials import HubCredentialIn, HubCredentialOut
 
 router = APIRouter(
     prefix="/v1/credentials",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.credentials.crypto import SecretBox
-from app.credentials.models import HubCredential
-from app.credentials.schemas import HubCredentialOut
-from app.db import utcnow
-from app.settings import Settings
+from slimforge.app.credentials.crypto import SecretBox
+from slimforge.app.credentials.models import HubCredential
+from slimforge.app.db import utcnow
+from slimforge.app.settings import Settings
+from slimforge.contract.credentials import HubCredentialOut
 
 __all__ = ["delete_hub_token", "describe_hub_token", "get_hub_token", "set_hub_token"]
 

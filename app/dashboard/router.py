@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from app.errors import NotFound
+from slimforge.app.errors import NotFound
 
 __all__ = ["STATIC", "router"]
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.deps import CeleryDep, SessionDep, SettingsDep
-from app.queue import broker_reachable
+from slimforge.app.deps import CeleryDep, SessionDep, SettingsDep
+from slimforge.app.queue import broker_reachable
 
 router = APIRouter(tags=["health"])
 

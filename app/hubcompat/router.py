@@ -14,10 +14,10 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.artifacts.responses import artifact_file_response
-from app.deps import ReadPrincipalDep, SessionDep, StoreDep
-from app.errors import AppError, ErrorResponse, error_responses
-from app.hubcompat import service
+from slimforge.app.artifacts.responses import artifact_file_response
+from slimforge.app.deps import ReadPrincipalDep, SessionDep, StoreDep
+from slimforge.app.errors import AppError, ErrorResponse, error_responses
+from slimforge.app.hubcompat import service
 
 __all__ = ["router"]
 

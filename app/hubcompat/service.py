@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.artifacts.models import Artifact
-from app.artifacts.service import get_artifact
-from app.auth.service import Principal
-from app.errors import NotFound
+from slimforge.app.artifacts.models import Artifact
+from slimforge.app.artifacts.service import get_artifact
+from slimforge.app.auth.service import Principal
+from slimforge.app.errors import NotFound
 
 __all__ = [
     "commit_id",

@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
-from app.jobs.models import Job, JobEvent
-from app.jobs.schemas import TERMINAL_STATUSES
-from app.jobs.service import add_event
+from slimforge.app.db import utcnow
+from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.service import add_event
+from slimforge.contract.jobs import TERMINAL_STATUSES
 
 __all__ = [
     "claim_job",

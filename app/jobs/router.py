@@ -1,4 +1,4 @@
-"""HTTP routes for jobs. HTTP concerns only: the work is in ``app.jobs.service``."""
+"""HTTP routes for jobs. HTTP concerns only: the work is in ``slimforge.app.jobs.service``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.deps import (
+from slimforge.app.deps import (
     CeleryDep,
     ReadPrincipalDep,
     SessionDep,
@@ -19,10 +19,17 @@ from app.deps import (
     SettingsDep,
     SubmitPrincipalDep,
 )
-from app.errors import error_responses
-from app.jobs import service
-from app.jobs.schemas import TERMINAL_STATUSES, EventPage, JobCreate, JobOut, JobPage, JobStatus
-from app.queue import enqueue_job, enqueue_webhook
+from slimforge.app.errors import error_responses
+from slimforge.app.jobs import service
+from slimforge.app.queue import enqueue_job, enqueue_webhook
+from slimforge.contract.jobs import (
+    TERMINAL_STATUSES,
+    EventPage,
+    JobCreate,
+    JobOut,
+    JobPage,
+    JobStatus,
+)
 
 router = APIRouter(
     prefix="/v1/jobs",

@@ -17,22 +17,28 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.artifacts.models import Artifact
-from app.auth.service import Principal, allows_remote_code
-from app.credentials.models import HubCredential
-from app.db import utcnow as now
-from app.errors import Conflict, Forbidden, NotFound, ServiceUnavailable, UnprocessableInput
-from app.jobs.models import Job, JobEvent
-from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
-from app.limits.quotas import check_model_size, check_submit_quotas
-from app.paths import resolve_local_path
-from app.settings import Settings
-from app.webhooks.service import check_job_webhook, create_deliveries
-from compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
-from compression.configs import MinitronConfig
-from compression.planning import UnreachableTargetError, resolve_target
-from compression.pruning.arch import arch_from_config
-from compression.pruning.search import search_space
+from slimforge.app.artifacts.models import Artifact
+from slimforge.app.auth.service import Principal, allows_remote_code
+from slimforge.app.credentials.models import HubCredential
+from slimforge.app.db import utcnow as now
+from slimforge.app.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    UnprocessableInput,
+)
+from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
+from slimforge.app.paths import resolve_local_path
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.service import check_job_webhook, create_deliveries
+from slimforge.compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
+from slimforge.compression.configs import MinitronConfig
+from slimforge.compression.planning import UnreachableTargetError, resolve_target
+from slimforge.compression.pruning.arch import arch_from_config
+from slimforge.compression.pruning.search import search_space
+from slimforge.contract.jobs import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 
 log = logging.getLogger("slimforge.api")
 

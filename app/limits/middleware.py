@@ -3,7 +3,7 @@ address without a valid key) and a maximum request body size.
 
 By default the buckets live in this process's memory (the embedded mode has no Redis): with N
 API processes (uvicorn workers, replicas) a client gets up to N times ``rate_limit_per_minute``.
-With ``rate_limit_redis_url`` set they live in Redis (:mod:`app.limits.shared`), shared by
+With ``rate_limit_redis_url`` set they live in Redis (:mod:`slimforge.app.limits.shared`), shared by
 every process: one exact figure. An unreachable Redis limits nothing (fail open), it never
 fails a request.
 """
@@ -21,10 +21,10 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.service import hash_key, key_is_live
-from app.limits.shared import SharedTokenBuckets
-from app.observability import current_request_id
-from app.settings import Settings
+from slimforge.app.auth.service import hash_key, key_is_live
+from slimforge.app.limits.shared import SharedTokenBuckets
+from slimforge.app.observability import current_request_id
+from slimforge.app.settings import Settings
 
 __all__ = ["EXEMPT_PATHS", "RequestLimitsMiddleware", "TokenBuckets"]
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
+from slimforge.app.db import Base, UTCDateTime, utcnow
 
 __all__ = ["TenantQuota"]
 

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.auth.models import Tenant
-from app.auth.service import get_or_create_tenant
-from app.db import utcnow
-from app.errors import AppError
-from app.jobs.models import Job
-from app.limits.models import TenantQuota
-from app.settings import Settings
+from slimforge.app.auth.models import Tenant
+from slimforge.app.auth.service import get_or_create_tenant
+from slimforge.app.db import utcnow
+from slimforge.app.errors import AppError
+from slimforge.app.jobs.models import Job
+from slimforge.app.limits.models import TenantQuota
+from slimforge.app.settings import Settings
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -70,7 +70,7 @@ return tostring(wait)
 
 class SharedTokenBuckets:
     """Token buckets by key in Redis: ``capacity`` requests at once, refilled at ``rate`` per
-    second, with the semantics of :class:`app.limits.middleware.TokenBuckets`.
+    second, with the semantics of :class:`slimforge.app.limits.middleware.TokenBuckets`.
 
     ``clock`` (seconds) replaces the Redis server's clock, for tests; every process sharing
     the buckets must then use the same one. The client is opened lazily, one per event loop

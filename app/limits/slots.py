@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from app.errors import ServiceUnavailable
+from slimforge.app.errors import ServiceUnavailable
 
 __all__ = ["SessionSlots"]
 

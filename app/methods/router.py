@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel
 
-from app.deps import ReadPrincipalDep
-from app.errors import error_responses
-from compression.configs import method_descriptions
+from slimforge.app.deps import ReadPrincipalDep
+from slimforge.app.errors import error_responses
+from slimforge.compression.configs import method_descriptions
+from slimforge.contract.methods import MethodOut
 
 router = APIRouter(
     prefix="/v1/methods", tags=["methods"], responses=error_responses(401, 403, 429, 503)
 )
-
-
-class MethodOut(BaseModel):
-    name: str
-    summary: str
-    description: str
-    parameters_schema: dict[str, Any]
 
 
 @router.get("", response_model=list[MethodOut])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from app.observability.logging import configure_logging, current_request_id
-from app.observability.metrics import Metrics
-from app.observability.middleware import REQUEST_ID_HEADER, ObservabilityMiddleware
-from app.settings import Settings
+from slimforge.app.observability.logging import configure_logging, current_request_id
+from slimforge.app.observability.metrics import Metrics
+from slimforge.app.observability.middleware import REQUEST_ID_HEADER, ObservabilityMiddleware
+from slimforge.app.settings import Settings
 
 __all__ = [
     "REQUEST_ID_HEADER",
@@ -22,7 +22,7 @@ def install_observability(app: FastAPI, settings: Settings) -> None:
     ``settings.metrics_enabled``, the ``/metrics`` route with this app's own registry."""
     metrics: Metrics | None = None
     if settings.metrics_enabled:
-        from app.observability.router import router
+        from slimforge.app.observability.router import router
 
         metrics = Metrics(app.state.session_factory, recent_jobs=settings.metrics_recent_jobs)
         app.state.metrics = metrics

@@ -1,7 +1,7 @@
 """JSON log lines, one object per line, with the current request's id.
 
 ``configure_logging(settings)`` is called once by the API's entry points (``slimforge serve``
-and ``app.asgi``); tests attach their own handlers. Nothing here reads headers or bodies:
+and ``slimforge.app.asgi``); tests attach their own handlers. Nothing here reads headers or bodies:
 request lines carry only the fields the middleware passes in ``extra``.
 """
 
@@ -16,7 +16,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 __all__ = [
     "REQUEST_FIELDS",

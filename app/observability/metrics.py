@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.jobs.models import Job
-from app.jobs.schemas import TERMINAL_STATUSES
+from slimforge.app.jobs.models import Job
+from slimforge.contract.jobs import TERMINAL_STATUSES
 
 __all__ = ["JOB_STATUSES", "UNMATCHED_ROUTE", "JobsCollector", "Metrics"]
 

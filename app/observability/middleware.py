@@ -15,8 +15,8 @@ from typing import Any
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.observability.logging import new_request_id, request_id_var
-from app.observability.metrics import UNMATCHED_ROUTE, Metrics
+from slimforge.app.observability.logging import new_request_id, request_id_var
+from slimforge.app.observability.metrics import UNMATCHED_ROUTE, Metrics
 
 __all__ = ["REQUEST_ID_HEADER", "ObservabilityMiddleware"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.observability.metrics import Metrics
+from slimforge.app.observability.metrics import Metrics
 
 __all__ = ["router"]
 

@@ -7,8 +7,8 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db import Base, UTCDateTime, utcnow
-from app.jobs.models import BigId
+from slimforge.app.db import Base, UTCDateTime, utcnow
+from slimforge.app.jobs.models import BigId
 
 
 class WebhookConfig(Base):

@@ -1,13 +1,19 @@
-"""HTTP routes for webhooks. HTTP concerns only: the work is in ``app.webhooks.service``."""
+"""HTTP routes for webhooks. HTTP concerns only: the work is in
+``slimforge.app.webhooks.service``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.deps import AdminPrincipalDep, ReadPrincipalDep, SessionDep, SettingsDep
-from app.errors import NotFound, error_responses
-from app.webhooks import service
-from app.webhooks.schemas import DeliveryPage, Webhook, WebhookDefaultOut, WebhookSecretOut
+from slimforge.app.deps import AdminPrincipalDep, ReadPrincipalDep, SessionDep, SettingsDep
+from slimforge.app.errors import NotFound, error_responses
+from slimforge.app.webhooks import service
+from slimforge.contract.webhooks import (
+    DeliveryPage,
+    Webhook,
+    WebhookDefaultOut,
+    WebhookSecretOut,
+)
 
 router = APIRouter(
     tags=["webhooks"], responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)

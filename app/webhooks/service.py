@@ -1,7 +1,7 @@
 """Webhook defaults, signing secrets, job events turned into deliveries, and the delivery log.
 
 Keyword-only functions that take the session; the routers and the worker share them. The
-sending itself (HTTP, retries) is the worker's (``worker.webhooks``).
+sending itself (HTTP, retries) is the worker's (``slimforge.worker.webhooks``).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.credentials.crypto import SecretBox
-from app.db import utcnow
-from app.errors import NotFound, UnprocessableInput
-from app.jobs.models import Job
-from app.settings import Settings
-from app.webhooks.models import WebhookConfig, WebhookDelivery
-from app.webhooks.safety import UnsafeWebhookUrl, check_webhook_url
-from app.webhooks.schemas import (
+from slimforge.app.credentials.crypto import SecretBox
+from slimforge.app.db import utcnow
+from slimforge.app.errors import NotFound, UnprocessableInput
+from slimforge.app.jobs.models import Job
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.models import WebhookConfig, WebhookDelivery
+from slimforge.app.webhooks.safety import UnsafeWebhookUrl, check_webhook_url
+from slimforge.contract.webhooks import (
     DeliveryOut,
     Webhook,
     WebhookDefaultOut,
@@ -42,7 +42,7 @@ __all__ = [
     "set_default",
 ]
 
-SECRET_PREFIX = "whsec_"  # as slimforge.webhooks expects; the API does not import the SDK
+SECRET_PREFIX = "whsec_"  # as slimforge.contract.signing expects; the API does not import the SDK
 
 # The metrics a receiver most likely wants; the full set is at GET /v1/jobs/{id}.
 _SUMMARY_METRICS = (

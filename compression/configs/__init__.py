@@ -11,15 +11,15 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from compression.configs.base import _MethodBase
-from compression.configs.kd import KdConfig
-from compression.configs.lowrank import (
+from slimforge.compression.configs.base import _MethodBase
+from slimforge.compression.configs.kd import KdConfig
+from slimforge.compression.configs.lowrank import (
     DEFAULT_TARGET_MODULES,
     LILLAMA_DEFAULT_LR,
     LillamaConfig,
     SvdConfig,
 )
-from compression.configs.minitron import MinitronConfig, PinnedShape, PruningAxis
+from slimforge.compression.configs.minitron import MinitronConfig, PinnedShape, PruningAxis
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # Registry of parameter schemas by method name. A new method adds its class here and to the
-# union below; ``compression.methods`` registers the implementation under the same name.
+# union below; ``slimforge.compression.methods`` registers the implementation under the same name.
 METHOD_CONFIGS: dict[str, type[_MethodBase]] = {
     "svd": SvdConfig,
     "lillama": LillamaConfig,

@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from compression.configs.base import _MethodBase
-from compression.planning import (
+from slimforge.compression.configs.base import _MethodBase
+from slimforge.compression.planning import (
     LinearShape,
     RankPlan,
     plan_layerwise,
     plan_uniform,
 )
-from compression.planning_energy import plan_by_energy
+from slimforge.compression.planning_energy import plan_by_energy
 
 __all__ = ["DEFAULT_TARGET_MODULES", "LILLAMA_DEFAULT_LR", "LillamaConfig", "SvdConfig"]
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from compression.configs.base import _MethodBase
+from slimforge.compression.configs.base import _MethodBase
 
 __all__ = ["MinitronConfig", "PinnedShape", "PruningAxis"]
 

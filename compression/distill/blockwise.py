@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.lowrank import LowRankLinear
+from slimforge.compression.lowrank import LowRankLinear
 
 __all__ = ["BlockTrainResult", "feature_loss", "lowrank_parameters", "run_block", "train_block"]
 

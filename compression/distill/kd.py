@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.configs import KdConfig
-from compression.distill.checkpoints import tokens_fingerprint
-from compression.distill.kd_resume import KdCheckpoint
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.configs import KdConfig
+from slimforge.compression.distill.checkpoints import tokens_fingerprint
+from slimforge.compression.distill.kd_resume import KdCheckpoint
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = [
     "KdResult",

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.distill.activations import ActivationList, SpillPool
-from compression.distill.blockwise import run_block
+from slimforge.compression.distill.activations import ActivationList, SpillPool
+from slimforge.compression.distill.blockwise import run_block
 
 __all__ = [
     "Activations",

@@ -1,9 +1,9 @@
-"""Compression methods, registered by name (the same names as ``compression.configs``)."""
+"""Compression methods, registered by name (the same names as ``slimforge.compression.configs``)."""
 
-from compression.methods import lillama as lillama  # registers "lillama"
-from compression.methods import minitron as minitron  # registers "minitron"
-from compression.methods import svd as svd  # registers "svd"
-from compression.methods.base import (
+from slimforge.compression.methods import lillama as lillama  # registers "lillama"
+from slimforge.compression.methods import minitron as minitron  # registers "minitron"
+from slimforge.compression.methods import svd as svd  # registers "svd"
+from slimforge.compression.methods.base import (
     Method,
     MethodResult,
     available_methods,

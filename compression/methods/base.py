@@ -10,11 +10,11 @@ from typing import Any, Protocol, TypeVar
 import torch
 from torch import nn
 
-from compression.configs import LillamaConfig, SvdConfig
-from compression.lowrank import count_parameters, linear_shapes
-from compression.moe import split_fused_experts
-from compression.planning import RankPlan
-from compression.progress import Reporter
+from slimforge.compression.configs import LillamaConfig, SvdConfig
+from slimforge.compression.lowrank import count_parameters, linear_shapes
+from slimforge.compression.moe import split_fused_experts
+from slimforge.compression.planning import RankPlan
+from slimforge.compression.progress import Reporter
 
 __all__ = [
     "Method",

@@ -7,7 +7,7 @@ stream layer by layer, keeping only the current layer's activations:
 1. teacher outputs y = L(x_T) with the dense layer (and, for whitening, the input Grams of its
    planned Linears, from x_T, in the same pass);
 2. replace the planned Linears by (whitened-)SVD-initialised ``LowRankLinear`` factors;
-3. train the factors on l(S(x_T), y) + l(S(x_S), y) (``compression.distill.blockwise``);
+3. train the factors on l(S(x_T), y) + l(S(x_S), y) (``slimforge.compression.distill.blockwise``);
 4. x_T <- y, x_S <- S(x_S).
 
 Layers without planned modules are only propagated; with bottom-first plans the layers above the
@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.calibration import recording_input_grams
-from compression.configs import LillamaConfig
-from compression.distill.activations import SpillPool
-from compression.distill.blockwise import train_block
-from compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
-from compression.distill.streaming import (
+from slimforge.compression.calibration import recording_input_grams
+from slimforge.compression.configs import LillamaConfig
+from slimforge.compression.distill.activations import SpillPool
+from slimforge.compression.distill.blockwise import train_block
+from slimforge.compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
+from slimforge.compression.distill.streaming import (
     Activations,
     Context,
     capture_layer_inputs,
@@ -42,23 +42,23 @@ from compression.distill.streaming import (
     placed,
     propagate,
 )
-from compression.lowrank import (
+from slimforge.compression.lowrank import (
     LowRankLinear,
     count_parameters,
     dense_weight,
     linear_shapes,
     set_module,
 )
-from compression.methods.base import MethodResult, plan_lowrank, register
-from compression.methods.svd import (
+from slimforge.compression.methods.base import MethodResult, plan_lowrank, register
+from slimforge.compression.methods.svd import (
     _lowrank_from,
     _split_truncated,
     _whitened_from_s,
     cholesky_whitener,
     singular_values,
 )
-from compression.planning import LinearShape, RankPlan, block_index
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.planning import LinearShape, RankPlan, block_index
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
 

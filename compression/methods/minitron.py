@@ -15,17 +15,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.configs import MinitronConfig
-from compression.evaluation import perplexity
-from compression.lowrank import count_parameters
-from compression.methods.base import MethodResult, register
-from compression.planning import RankPlan
-from compression.progress import NullReporter, Reporter
-from compression.pruning.arch import Arch, Candidate
-from compression.pruning.importance import Importance, layer_removal_scores, measure_importance
-from compression.pruning.layout import arch_of
-from compression.pruning.prune import choose_layers, prune_model, top_indices
-from compression.pruning.search import search_space
+from slimforge.compression.configs import MinitronConfig
+from slimforge.compression.evaluation import perplexity
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.methods.base import MethodResult, register
+from slimforge.compression.planning import RankPlan
+from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.pruning.arch import Arch, Candidate
+from slimforge.compression.pruning.importance import (
+    Importance,
+    layer_removal_scores,
+    measure_importance,
+)
+from slimforge.compression.pruning.layout import arch_of
+from slimforge.compression.pruning.prune import choose_layers, prune_model, top_indices
+from slimforge.compression.pruning.search import search_space
 
 __all__ = ["MinitronMethod", "pick_candidates", "removed_importance"]
 

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.calibration import collect_input_grams
-from compression.configs import SvdConfig
-from compression.lowrank import (
+from slimforge.compression.calibration import collect_input_grams
+from slimforge.compression.configs import SvdConfig
+from slimforge.compression.lowrank import (
     LowRankLinear,
     count_parameters,
     dense_weight,
@@ -23,9 +23,9 @@ from compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from compression.methods.base import MethodResult, plan_lowrank, register
-from compression.planning import RankPlan
-from compression.progress import NullReporter, Reporter
+from slimforge.compression.methods.base import MethodResult, plan_lowrank, register
+from slimforge.compression.planning import RankPlan
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = [
     "SvdMethod",

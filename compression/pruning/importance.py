@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compression.evaluation import perplexity
-from compression.progress import NullReporter, Reporter
-from compression.pruning.layout import arch_of, model_layout
+from slimforge.compression.evaluation import perplexity
+from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.pruning.layout import arch_of, model_layout
 
 __all__ = ["Importance", "layer_removal_scores", "measure_importance"]
 

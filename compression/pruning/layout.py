@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.pruning.arch import Arch
+from slimforge.compression.pruning.arch import Arch
 
 __all__ = ["BlockLayout", "ExpertsLayout", "ModelLayout", "arch_of", "model_layout"]
 

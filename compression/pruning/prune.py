@@ -2,7 +2,8 @@
 
 Every block keeps the same widths, so the result is a standard config (hidden_size,
 intermediate_size, num_attention_heads, num_hidden_layers, explicit head_dim) that stock
-transformers loads. Which units stay comes from :class:`~compression.pruning.importance.Importance`
+transformers loads. Which units stay comes from
+:class:`~slimforge.compression.pruning.importance.Importance`
 of the original model: the most important within each block (MLP neurons; query heads inside
 each GQA group; experts by routing weight, then each expert's own neurons) or over the whole
 model (hidden channels), kept in their original order.
@@ -17,9 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from compression.pruning.arch import Arch
-from compression.pruning.importance import Importance
-from compression.pruning.layout import ExpertsLayout, ModelLayout, arch_of, model_layout
+from slimforge.compression.pruning.arch import Arch
+from slimforge.compression.pruning.importance import Importance
+from slimforge.compression.pruning.layout import ExpertsLayout, ModelLayout, arch_of, model_layout
 
 __all__ = ["choose_layers", "prune_model", "top_indices"]
 

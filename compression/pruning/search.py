@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from compression.configs import MinitronConfig
-from compression.planning import UnreachableTargetError
-from compression.pruning.arch import Arch, Candidate, candidate_shapes
+from slimforge.compression.configs import MinitronConfig
+from slimforge.compression.planning import UnreachableTargetError
+from slimforge.compression.pruning.arch import Arch, Candidate, candidate_shapes
 
 __all__ = ["search_space"]
 

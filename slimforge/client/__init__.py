@@ -18,10 +18,7 @@
 
 from __future__ import annotations
 
-from app.artifacts.schemas import ArtifactFileOut, ArtifactOut
-from app.jobs.schemas import EventOut, EventPage, JobCreate, JobOut, JobPage
 from slimforge.client._async import AsyncClient
-from slimforge.client._common import MethodOut
 from slimforge.client._config import config_path, load_config, resolve_config, save_config
 from slimforge.client._errors import (
     APIError,
@@ -34,7 +31,10 @@ from slimforge.client._errors import (
     WaitTimeout,
 )
 from slimforge.client._sync import Client
-from slimforge.webhooks import WebhookVerificationError, verify_webhook
+from slimforge.contract.artifacts import ArtifactFileOut, ArtifactOut
+from slimforge.contract.jobs import EventOut, EventPage, JobCreate, JobOut, JobPage
+from slimforge.contract.methods import MethodOut
+from slimforge.contract.signing import WebhookVerificationError, verify_webhook
 
 __all__ = [
     "APIError",

@@ -17,12 +17,9 @@ from urllib.parse import quote
 
 import httpx
 
-from app.artifacts.schemas import ArtifactOut
-from app.jobs.schemas import EventOut, EventPage, JobCreate, JobOut, JobPage, JobStatus
 from slimforge.client._common import (
     Deadline,
     FileSink,
-    MethodOut,
     Settings,
     SSEParser,
     error_from_response,
@@ -37,6 +34,9 @@ from slimforge.client._common import (
     target_path,
 )
 from slimforge.client._errors import ConnectionFailed, WaitTimeout
+from slimforge.contract.artifacts import ArtifactOut
+from slimforge.contract.jobs import EventOut, EventPage, JobCreate, JobOut, JobPage, JobStatus
+from slimforge.contract.methods import MethodOut
 
 __all__ = ["AsyncClient", "AsyncJobs"]
 

@@ -17,10 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
 
-from app.artifacts.schemas import ArtifactFileOut, ArtifactOut
-from app.jobs.schemas import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 from slimforge.client._config import resolve_config
 from slimforge.client._errors import (
     APIError,
@@ -30,12 +27,13 @@ from slimforge.client._errors import (
     JobFailed,
     SlimforgeError,
 )
+from slimforge.contract.artifacts import ArtifactFileOut, ArtifactOut
+from slimforge.contract.jobs import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 
 __all__ = [
     "RETRY_STATUSES",
     "Deadline",
     "FileSink",
-    "MethodOut",
     "SSEParser",
     "Settings",
     "backoff_delay",
@@ -56,16 +54,6 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_RETRY_AFTER = 300.0  # longer waits are not retried: the error goes to the caller
 USER_AGENT = "slimforge-python/0.1.0"
-
-
-class MethodOut(BaseModel):
-    """One entry of ``GET /v1/methods`` (the API's ``app.methods.router.MethodOut``; mirrored
-    so the client does not import FastAPI and the database layer)."""
-
-    name: str
-    summary: str
-    description: str
-    parameters_schema: dict[str, Any]
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.jobs.schemas import JobOut
+    from slimforge.contract.jobs import JobOut
 
 __all__ = [
     "APIError",

@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from app.jobs.schemas import EventOut, JobOut
+    from slimforge.contract.jobs import EventOut, JobOut
 
 __all__ = ["Progress", "format_event", "mask", "size", "summary"]
 

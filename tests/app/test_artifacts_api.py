@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from app.artifacts.service import record_artifact
-from app.db import session_scope
-from app.settings import Settings
+from slimforge.app.artifacts.service import record_artifact
+from slimforge.app.db import session_scope
+from slimforge.app.settings import Settings
 
 
 def _fake_artifact(api: TestClient, settings: Settings, job_id: str) -> dict[str, bytes]:
@@ -99,8 +99,8 @@ def _end(api: TestClient, job_id: str, *, days_ago: float = 0.0) -> None:
 
     from sqlalchemy import update
 
-    from app.db import utcnow
-    from app.jobs.models import Job
+    from slimforge.app.db import utcnow
+    from slimforge.app.jobs.models import Job
 
     with session_scope(api.app.state.session_factory) as session:
         session.execute(
@@ -128,7 +128,7 @@ def test_deleting_a_job_deletes_its_artifact(api: TestClient, auth, settings, tm
 def test_retention_removes_old_artifacts_and_keeps_the_job(
     api: TestClient, auth, settings, tmp_path
 ) -> None:
-    from worker.recovery import purge_artifacts
+    from slimforge.worker.recovery import purge_artifacts
 
     h = auth()
     old, recent = _job(api, h, tmp_path), _job(api, h, tmp_path)

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.credentials.crypto import SecretBox
-from app.credentials.models import HubCredential
-from app.db import make_engine, make_session_factory
-from app.settings import Settings
+from slimforge.app.credentials.crypto import SecretBox
+from slimforge.app.credentials.models import HubCredential
+from slimforge.app.db import make_engine, make_session_factory
+from slimforge.app.settings import Settings
 from tests.app.test_jobs_api import body
 
 TOKEN = "hf_secretTOKENvalue1234"

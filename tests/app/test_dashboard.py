@@ -21,14 +21,14 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.dashboard.router import STATIC
-from app.jobs.models import Job
-from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.dashboard.router import STATIC
+from slimforge.app.jobs.models import Job
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
+from slimforge.worker.runner import JobReporter, run_job
 from tests.conftest import make_key
 from tests.tiny import save_tiny_llama
-from worker.runner import JobReporter, run_job
 
 SETUP_HINT = "run `bash scripts/setup.sh --dev` (installs Debian's chromium and playwright)"
 

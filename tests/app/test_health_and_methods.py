@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from slimforge.app.main import create_app
+from slimforge.app.settings import Settings
 
 
 def test_healthz_and_readyz(api: TestClient) -> None:
@@ -64,7 +64,7 @@ def test_an_exhausted_connection_pool_is_a_503_after_the_pool_timeout(
 ) -> None:
     """More concurrent requests than pooled connections: the extra ones wait
     db_pool_timeout_seconds, then get 503 with Retry-After (not a hang, not a 500)."""
-    from app.migrate import upgrade
+    from slimforge.app.migrate import upgrade
     from tests.conftest import make_key
     from tests.services import fresh_database
 

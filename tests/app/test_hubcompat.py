@@ -32,13 +32,13 @@ from huggingface_hub.errors import (
 )
 from sqlalchemy import update
 
-from app.artifacts.service import record_artifact
-from app.artifacts.storage import make_store
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
-from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.artifacts.service import record_artifact
+from slimforge.app.artifacts.storage import make_store
+from slimforge.app.db import session_scope, utcnow
+from slimforge.app.jobs.models import Job
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 from tests.conftest import CORPUS, make_key
 from tests.tiny import save_tiny_llama
 

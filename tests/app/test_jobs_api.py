@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from app.settings import Settings
+from slimforge.app.settings import Settings
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from app.auth.models import ApiKey
-from app.auth.service import authenticate, create_api_key, hash_key
-from app.db import make_engine, make_session_factory, session_scope
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.auth.models import ApiKey
+from slimforge.app.auth.service import authenticate, create_api_key, hash_key
+from slimforge.app.db import make_engine, make_session_factory, session_scope
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 from slimforge.cli import main as cli_main
 from tests.conftest import CORPUS
 

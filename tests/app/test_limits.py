@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from app.auth.service import get_or_create_tenant
-from app.db import make_engine, make_session_factory, session_scope, utcnow
-from app.jobs.models import Job
-from app.limits.middleware import RequestLimitsMiddleware
-from app.limits.quotas import effective_quotas, set_tenant_quota
-from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.auth.service import get_or_create_tenant
+from slimforge.app.db import make_engine, make_session_factory, session_scope, utcnow
+from slimforge.app.jobs.models import Job
+from slimforge.app.limits.middleware import RequestLimitsMiddleware
+from slimforge.app.limits.quotas import effective_quotas, set_tenant_quota
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 from slimforge.cli import main
 from tests.conftest import make_key
 from tests.tiny import save_tiny_llama

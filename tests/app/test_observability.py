@@ -12,15 +12,15 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.exc import OperationalError
 
-from app.auth.service import get_or_create_tenant
-from app.db import session_scope
-from app.jobs.models import Job
-from app.main import create_app
-from app.migrate import upgrade
-from app.observability import configure_logging
-from app.observability.logging import JsonFormatter, new_request_id
-from app.observability.metrics import JobsCollector
-from app.settings import Settings
+from slimforge.app.auth.service import get_or_create_tenant
+from slimforge.app.db import session_scope
+from slimforge.app.jobs.models import Job
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.observability import configure_logging
+from slimforge.app.observability.logging import JsonFormatter, new_request_id
+from slimforge.app.observability.metrics import JobsCollector
+from slimforge.app.settings import Settings
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

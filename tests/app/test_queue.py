@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.queue import RUN_JOB_TASK, make_celery_app
-from app.settings import Settings
-from worker.celery_app import make_celery
+from slimforge.app.queue import RUN_JOB_TASK, make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.worker.celery_app import make_celery
 
 
 def test_production_broker_settings(tmp_path) -> None:

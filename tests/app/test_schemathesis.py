@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 from schemathesis.core.failures import Failure, FailureGroup, ServerError
 from schemathesis.core.result import Ok
 
-from app.main import create_app
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 from tests.conftest import CORPUS, make_key
 
 EXAMPLES = int(os.environ.get("SLIMFORGE_SCHEMATHESIS_EXAMPLES", "10"))

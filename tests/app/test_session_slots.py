@@ -1,4 +1,4 @@
-"""Admission control in front of the database pool (app.limits.slots)."""
+"""Admission control in front of the database pool (slimforge.app.limits.slots)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.errors import ServiceUnavailable
-from app.limits.slots import SessionSlots
-from app.main import create_app
-from app.settings import Settings
+from slimforge.app.errors import ServiceUnavailable
+from slimforge.app.limits.slots import SessionSlots
+from slimforge.app.main import create_app
+from slimforge.app.settings import Settings
 
 
 def test_slots_are_served_in_arrival_order() -> None:
@@ -56,7 +56,7 @@ def test_more_concurrent_requests_than_connections_all_succeed(
     check, route) and holds the connection in between; without slots the 40 worker threads
     all block in the pool's checkout while the request holding the connection waits for a
     thread: nothing moves until checkouts time out (503s). With slots every read succeeds."""
-    from app.migrate import upgrade
+    from slimforge.app.migrate import upgrade
     from tests.conftest import make_key
     from tests.services import fresh_database
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.artifacts.storage import (
+from slimforge.app.artifacts.storage import (
     ArtifactStore,
     ChecksumMismatch,
     LocalArtifactStore,

@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.db import session_scope, utcnow
-from app.jobs.models import Job
+from slimforge.app.db import session_scope, utcnow
+from slimforge.app.jobs.models import Job
 from tests.app.test_artifacts_api import _fake_artifact, _job
 
 HUB_TOKEN = "hf_acmeSecretToken9876"

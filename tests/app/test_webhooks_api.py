@@ -10,11 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.credentials.crypto import SecretBox
-from app.settings import Settings
-from app.webhooks.models import WebhookConfig
-from app.webhooks.safety import UnsafeWebhookUrl, WebhookHostUnresolvable, check_webhook_url
-from app.webhooks.service import create_deliveries
+from slimforge.app.credentials.crypto import SecretBox
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.models import WebhookConfig
+from slimforge.app.webhooks.safety import (
+    UnsafeWebhookUrl,
+    WebhookHostUnresolvable,
+    check_webhook_url,
+)
+from slimforge.app.webhooks.service import create_deliveries
 from tests.app.test_jobs_api import body
 
 PUBLIC = "https://93.184.215.14/hooks"  # a public address literal: no DNS needed

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from compression import compress
-from compression.configs import LillamaConfig
-from compression.distill.activations import SpillPool
-from compression.lowrank import count_parameters
-from compression.planning import resolve_target
+from slimforge.compression import compress
+from slimforge.compression.configs import LillamaConfig
+from slimforge.compression.distill.activations import SpillPool
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.planning import resolve_target
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 

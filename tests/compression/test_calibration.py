@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression.calibration import collect_input_grams
-from compression.lowrank import find_linears
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression.calibration import collect_input_grams
+from slimforge.compression.lowrank import find_linears
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import correlated_blocks, tiny_gpt2, tiny_llama
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from compression.checkpoint_shapes import read_checkpoint_shapes
-from compression.configs import DEFAULT_TARGET_MODULES
-from compression.lowrank import count_parameters, linear_shapes
+from slimforge.compression.checkpoint_shapes import read_checkpoint_shapes
+from slimforge.compression.configs import DEFAULT_TARGET_MODULES
+from slimforge.compression.lowrank import count_parameters, linear_shapes
 from tests.compression.helpers import tiny_gpt2, tiny_llama, tiny_mistral, tiny_qwen2
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from compression.data import TextSource, load_texts, token_blocks
+from slimforge.compression.data import TextSource, load_texts, token_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 

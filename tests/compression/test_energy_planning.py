@@ -6,15 +6,15 @@ import itertools
 
 import pytest
 
-from compression.configs import LillamaConfig, SvdConfig
-from compression.planning import (
+from slimforge.compression.configs import LillamaConfig, SvdConfig
+from slimforge.compression.planning import (
     LinearShape,
     UnreachableTargetError,
     block_index,
     plan_uniform,
     resolve_target,
 )
-from compression.planning_energy import plan_by_energy
+from slimforge.compression.planning_energy import plan_by_energy
 from tests.compression.test_planning import SMOL_TOTAL, independent_count, smol_shapes
 
 

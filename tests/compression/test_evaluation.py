@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression.evaluation import artifact_size, perplexity
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression.evaluation import artifact_size, perplexity
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 

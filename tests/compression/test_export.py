@@ -12,11 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from compression import compress
-from compression.configs import SvdConfig
-from compression.export import ArtifactFile, export_artifact, lowrank_remote_code
-from compression.lowrank import LowRankLinear, count_parameters
-from compression.planning import resolve_target
+from slimforge.compression import compress
+from slimforge.compression.configs import SvdConfig
+from slimforge.compression.export import ArtifactFile, export_artifact, lowrank_remote_code
+from slimforge.compression.lowrank import LowRankLinear, count_parameters
+from slimforge.compression.planning import resolve_target
 from tests.compression.helpers import (
     correlated_blocks,
     run_isolated,

@@ -10,9 +10,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from compression import compress
-from compression.configs import KdConfig, SvdConfig
-from compression.distill.kd import (
+from slimforge.compression import compress
+from slimforge.compression.configs import KdConfig, SvdConfig
+from slimforge.compression.distill.kd import (
     _layer_map,
     _lr_at,
     distill_logits,
@@ -21,9 +21,9 @@ from compression.distill.kd import (
     teacher_topk,
     topk_kd_loss,
 )
-from compression.lowrank import count_parameters
-from compression.planning import resolve_target
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.planning import resolve_target
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 
@@ -178,7 +178,7 @@ def test_a_distillation_killed_midway_resumes_to_the_same_weights(tmp_path) -> N
     """Stopped after a few steps (a killed job), run again with the same checkpoint folder: it
     goes on from the last saved step and ends with exactly the weights of an uninterrupted
     run. A state saved by another run (another config) is not resumed."""
-    from compression.distill.kd_resume import KdCheckpoint
+    from slimforge.compression.distill.kd_resume import KdCheckpoint
 
     # 12 steps, a seeded pass over the 16 blocks every 4: the resumed run draws the third.
     config = KdConfig(tokens=16 * 32 * 3, learning_rate=1e-3, batch_size=4)

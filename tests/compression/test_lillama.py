@@ -10,16 +10,21 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from compression import compress
-from compression.configs import LillamaConfig
-from compression.distill.blockwise import feature_loss, lowrank_parameters, run_block, train_block
-from compression.export import export_artifact
-from compression.lowrank import LowRankLinear, count_parameters, find_linears
-from compression.methods import available_methods, get_method
-from compression.methods.lillama import capture_layer_inputs, decoder_layers
-from compression.methods.svd import whitened_factors
-from compression.planning import UnreachableTargetError, block_index, resolve_target
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression import compress
+from slimforge.compression.configs import LillamaConfig
+from slimforge.compression.distill.blockwise import (
+    feature_loss,
+    lowrank_parameters,
+    run_block,
+    train_block,
+)
+from slimforge.compression.export import export_artifact
+from slimforge.compression.lowrank import LowRankLinear, count_parameters, find_linears
+from slimforge.compression.methods import available_methods, get_method
+from slimforge.compression.methods.lillama import capture_layer_inputs, decoder_layers
+from slimforge.compression.methods.svd import whitened_factors
+from slimforge.compression.planning import UnreachableTargetError, block_index, resolve_target
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import (
     correlated_blocks,
     run_isolated,

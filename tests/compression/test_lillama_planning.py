@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compression.configs import LillamaConfig
-from compression.planning import (
+from slimforge.compression.configs import LillamaConfig
+from slimforge.compression.planning import (
     UnreachableTargetError,
     block_index,
     plan_layerwise,
@@ -129,7 +129,7 @@ def test_config_is_validated_and_torch_free() -> None:
     code = (
         "import sys\n"
         "from pydantic import TypeAdapter\n"
-        "from compression.configs import MethodConfig, METHOD_CONFIGS\n"
+        "from slimforge.compression.configs import MethodConfig, METHOD_CONFIGS\n"
         "c = TypeAdapter(MethodConfig).validate_python({'name': 'lillama', 'epochs': 2})\n"
         "assert type(c).__name__ == 'LillamaConfig' and c.epochs == 2\n"
         "assert 'lillama' in METHOD_CONFIGS\n"

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import compress
-from compression.configs import LillamaConfig
-from compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
-from compression.lowrank import count_parameters
-from compression.planning import resolve_target
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression import compress
+from slimforge.compression.configs import LillamaConfig
+from slimforge.compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.planning import resolve_target
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 FAST = {"learning_rate": 1e-4, "batch_size": 4, "epochs": 2}

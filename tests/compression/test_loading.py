@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from compression.loading import ModelSource, load_model
+from slimforge.compression.loading import ModelSource, load_model
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compression.lowrank import (
+from slimforge.compression.lowrank import (
     LowRankLinear,
     count_parameters,
     dense_weight,
@@ -14,7 +14,7 @@ from compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from compression.methods.svd import cholesky_whitener, plain_factors, whitened_factors
+from slimforge.compression.methods.svd import cholesky_whitener, plain_factors, whitened_factors
 from tests.compression.helpers import tiny_gpt2, tiny_llama, tiny_qwen2
 
 F64 = torch.float64

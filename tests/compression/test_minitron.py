@@ -10,14 +10,14 @@ import pytest
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from compression import compress
-from compression.configs import MinitronConfig
-from compression.export import export_artifact
-from compression.lowrank import count_parameters
-from compression.methods import available_methods, get_method
-from compression.planning import UnreachableTargetError, resolve_target
-from compression.progress import RecordingReporter
-from compression.pruning.layout import arch_of
+from slimforge.compression import compress
+from slimforge.compression.configs import MinitronConfig
+from slimforge.compression.export import export_artifact
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.methods import available_methods, get_method
+from slimforge.compression.planning import UnreachableTargetError, resolve_target
+from slimforge.compression.progress import RecordingReporter
+from slimforge.compression.pruning.layout import arch_of
 from tests.compression.helpers import (
     correlated_blocks,
     run_isolated,
@@ -218,9 +218,9 @@ def test_shared_expert_mixtures_fail_with_a_clear_message() -> None:
 
 
 def test_candidate_picking_covers_every_family_of_axes() -> None:
-    from compression.methods.minitron import _family, pick_candidates
-    from compression.pruning.arch import candidate_shapes
-    from compression.pruning.layout import arch_of
+    from slimforge.compression.methods.minitron import _family, pick_candidates
+    from slimforge.compression.pruning.arch import candidate_shapes
+    from slimforge.compression.pruning.layout import arch_of
     from tests.compression.test_pruning import random_importance
 
     model = tiny_llama(layers=4)

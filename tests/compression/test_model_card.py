@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from compression.model_card import base_model_license, library_versions, render_model_card
+from slimforge.compression.model_card import base_model_license, library_versions, render_model_card
 
 LOWRANK_METRICS = {
     "teacher_perplexity": 10.5,

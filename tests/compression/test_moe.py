@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from compression import compress
-from compression.configs import LillamaConfig, SvdConfig
-from compression.export import export_artifact
-from compression.lowrank import LowRankLinear, count_parameters, find_linears
-from compression.moe import SplitExperts, split_fused_experts
-from compression.planning import resolve_target
+from slimforge.compression import compress
+from slimforge.compression.configs import LillamaConfig, SvdConfig
+from slimforge.compression.export import export_artifact
+from slimforge.compression.lowrank import LowRankLinear, count_parameters, find_linears
+from slimforge.compression.moe import SplitExperts, split_fused_experts
+from slimforge.compression.planning import resolve_target
 from tests.compression.helpers import correlated_blocks, run_isolated, tiny_mixtral
 from tests.compression.test_export import RELOAD_SCRIPT
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import compression
+from slimforge import compression
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_api_facing_modules_import_no_torch() -> None:
     code = (
         "import sys\n"
-        "import compression, compression.configs, compression.planning, compression.progress\n"
-        "from compression.planning import plan_uniform\n"
+        "import slimforge.compression, slimforge.compression.configs\n"
+        "import slimforge.compression.planning, slimforge.compression.progress\n"
+        "from slimforge.compression.planning import plan_uniform\n"
         "bad = sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules)\n"
         "print(','.join(bad))\n"
     )
@@ -27,7 +28,8 @@ def test_api_facing_modules_import_no_torch() -> None:
 
 
 def test_no_service_imports() -> None:
-    forbidden = {"app", "worker", "slimforge", "fastapi", "celery"}
+    forbidden = {"app", "worker", "slimforge.app", "slimforge.worker", "slimforge.client"}
+    forbidden |= {"fastapi", "celery"}
     for path in (ROOT / "compression").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
@@ -36,7 +38,8 @@ def test_no_service_imports() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in forbidden, f"{path}: imports {name}"
+                parts = name.split(".")
+                assert not {parts[0], ".".join(parts[:2])} & forbidden, f"{path}: imports {name}"
 
 
 def test_public_names_resolve() -> None:

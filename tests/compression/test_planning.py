@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compression.planning import (
+from slimforge.compression.planning import (
     LinearShape,
     UnreachableTargetError,
     lowrank_param_count,
@@ -179,7 +179,7 @@ def test_the_grouped_count_equals_the_count_over_every_matrix() -> None:
     import random
     from collections import Counter
 
-    from compression.planning import _count, _count_at, _floor_ranks
+    from slimforge.compression.planning import _count, _count_at, _floor_ranks
 
     rng = random.Random(0)
     for _ in range(200):

@@ -12,11 +12,15 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from compression.lowrank import count_parameters
-from compression.pruning.arch import candidate_shapes
-from compression.pruning.importance import Importance, layer_removal_scores, measure_importance
-from compression.pruning.layout import arch_of, model_layout
-from compression.pruning.prune import choose_layers, prune_model, top_indices
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.pruning.arch import candidate_shapes
+from slimforge.compression.pruning.importance import (
+    Importance,
+    layer_removal_scores,
+    measure_importance,
+)
+from slimforge.compression.pruning.layout import arch_of, model_layout
+from slimforge.compression.pruning.prune import choose_layers, prune_model, top_indices
 from tests.compression.helpers import (
     correlated_blocks,
     tiny_gemma,
@@ -209,7 +213,7 @@ def test_layer_removal_scores_restore_the_model() -> None:
 @pytest.mark.parametrize("name", [*DENSE, "mixtral"])
 def test_arch_from_config_matches_the_loaded_model(name: str) -> None:
     """The API's torch-free reading of config.json gives the shape the worker will see."""
-    from compression.pruning.arch import arch_from_config
+    from slimforge.compression.pruning.arch import arch_from_config
     from tests.compression.helpers import tiny_mixtral
 
     model = tiny_mixtral() if name == "mixtral" else DENSE[name]()

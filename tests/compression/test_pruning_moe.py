@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from compression.lowrank import count_parameters
-from compression.pruning.arch import candidate_shapes
-from compression.pruning.importance import measure_importance
-from compression.pruning.layout import arch_of, model_layout
-from compression.pruning.prune import prune_model, top_indices
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.pruning.arch import candidate_shapes
+from slimforge.compression.pruning.importance import measure_importance
+from slimforge.compression.pruning.layout import arch_of, model_layout
+from slimforge.compression.pruning.prune import prune_model, top_indices
 from tests.compression.helpers import correlated_blocks, tiny_mixtral, tiny_qwen2_moe
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compression import (
+from slimforge.compression import (
     ModelSource,
     SvdConfig,
     TextSource,

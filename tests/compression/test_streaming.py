@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compression import compress
-from compression.configs import LillamaConfig, SvdConfig
-from compression.distill.streaming import contexts_on, placed
-from compression.lowrank import count_parameters
-from compression.planning import block_index, resolve_target
+from slimforge.compression import compress
+from slimforge.compression.configs import LillamaConfig, SvdConfig
+from slimforge.compression.distill.streaming import contexts_on, placed
+from slimforge.compression.lowrank import count_parameters
+from slimforge.compression.planning import block_index, resolve_target
 from tests.compression.helpers import correlated_blocks, tiny_llama
 
 FAST = {"learning_rate": 1e-4, "batch_size": 4, "epochs": 2}

@@ -8,12 +8,12 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from compression import compress
-from compression.configs import SvdConfig
-from compression.lowrank import LowRankLinear, count_parameters, find_linears
-from compression.methods import available_methods, get_method
-from compression.planning import UnreachableTargetError, resolve_target
-from compression.progress import Cancelled, RecordingReporter
+from slimforge.compression import compress
+from slimforge.compression.configs import SvdConfig
+from slimforge.compression.lowrank import LowRankLinear, count_parameters, find_linears
+from slimforge.compression.methods import available_methods, get_method
+from slimforge.compression.planning import UnreachableTargetError, resolve_target
+from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import (
     correlated_blocks,
     tiny_gpt2,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from compression.progress import RecordingReporter
-from compression.synthetic import sample_blocks
+from slimforge.compression.progress import RecordingReporter
+from slimforge.compression.synthetic import sample_blocks
 from tests.compression.helpers import tiny_llama
 
 

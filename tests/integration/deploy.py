@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from app.migrate import upgrade
-from app.settings import Settings
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 from tests.services import fresh_database
 
 

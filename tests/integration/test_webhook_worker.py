@@ -1,4 +1,5 @@
-"""A delivery worker (``python -m worker --webhooks``) delivers webhooks from their own queue
+"""A delivery worker (``python -m slimforge.worker --webhooks``) delivers webhooks from their
+own queue
 while no job worker is free, and takes no job. Real worker process, Redis and PostgreSQL."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from slimforge.app.main import create_app
+from slimforge.app.settings import Settings
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process
@@ -48,7 +49,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
     with (
         TestClient(create_app(settings)) as api,
         receiver(new_secret(api, h), [200]) as hook,
-        _process([sys.executable, "-m", "worker", "--webhooks"], env, log),
+        _process([sys.executable, "-m", "slimforge.worker", "--webhooks"], env, log),
     ):
         waiting = api.post("/v1/jobs", json=body, headers=h).json()["id"]
         cancelled = api.post(
@@ -70,7 +71,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
 
 
 def test_a_delivery_worker_without_its_own_queue_refuses_to_start(tmp_path: Path) -> None:
-    from worker.main import start_worker
+    from slimforge.worker.main import start_worker
 
     with pytest.raises(SystemExit, match="SLIMFORGE_WEBHOOK_QUEUE"):
         start_worker(Settings(home=tmp_path), deliveries=True)

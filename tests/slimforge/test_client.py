@@ -14,10 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.artifacts.models import Artifact
-from app.jobs.models import Job
-from app.settings import Settings
-from compression.configs import METHOD_CONFIGS
+from slimforge.app.artifacts.models import Artifact
+from slimforge.app.jobs.models import Job
+from slimforge.app.settings import Settings
 from slimforge.client import (
     APIError,
     AsyncClient,
@@ -31,9 +30,10 @@ from slimforge.client import (
     SlimforgeError,
     WaitTimeout,
 )
+from slimforge.compression.configs import METHOD_CONFIGS
+from slimforge.worker.runner import run_job
 from tests.conftest import make_key
 from tests.tiny import save_tiny_llama
-from worker.runner import run_job
 
 STAGES = ["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
 

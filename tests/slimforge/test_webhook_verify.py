@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from slimforge.webhooks import WebhookVerificationError, sign_webhook, verify_webhook
+from slimforge.contract.signing import WebhookVerificationError, sign_webhook, verify_webhook
 
 # The Standard Webhooks specification's example.
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -86,7 +86,7 @@ def test_the_verifier_is_standard_library_only() -> None:
     import sys
     from pathlib import Path
 
-    import slimforge.webhooks as module
+    import slimforge.contract.signing as module
 
     tree = ast.parse(Path(module.__file__).read_text())
     roots = {

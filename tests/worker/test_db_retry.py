@@ -17,15 +17,15 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, make_session_factory
-from app.jobs.models import Job, JobEvent
-from app.settings import Settings
+from slimforge.app.db import make_engine, make_session_factory
+from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.settings import Settings
+from slimforge.worker import db_retry
+from slimforge.worker.db_retry import is_transient, retry_db
+from slimforge.worker.reporter import JobReporter
+from slimforge.worker.runner import run_job
 from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
-from worker import db_retry
-from worker.db_retry import is_transient, retry_db
-from worker.reporter import JobReporter
-from worker.runner import run_job
 
 
 def lost(message: str = "server closed the connection unexpectedly") -> OperationalError:
@@ -189,7 +189,7 @@ def test_a_job_on_a_flaky_database_ends_once_with_each_event_once(
     monkeypatch.setattr(db_retry, "FIRST_DELAY", 0.001)  # the retries without the waits
     emitted: list[tuple[str, str]] = []
     monkeypatch.setattr(
-        "worker.webhooks.emit", lambda **kw: emitted.append((kw["job_id"], kw["event"]))
+        "slimforge.worker.webhooks.emit", lambda **kw: emitted.append((kw["job_id"], kw["event"]))
     )
     model = save_tiny_llama(tmp_path / "tiny")
     h = auth("acme")
@@ -242,8 +242,8 @@ def test_a_webhook_event_survives_a_dropped_connection_and_is_recorded_once(
     """The first commit of the delivery row lands and then reports a lost connection, the next
     statement fails before it runs: ``emit`` retries, finds the row that landed, and queues
     that one delivery (before, the event was dropped with a logged error)."""
-    from app.webhooks.models import WebhookDelivery
-    from worker.webhooks import emit
+    from slimforge.app.webhooks.models import WebhookDelivery
+    from slimforge.worker.webhooks import emit
 
     monkeypatch.setattr(db_retry, "FIRST_DELAY", 0.001)
     settings.webhook_allow_private_addresses = True

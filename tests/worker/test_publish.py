@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from app.settings import Settings
-from compression.progress import RecordingReporter
+from slimforge.app.settings import Settings
+from slimforge.compression.progress import RecordingReporter
+from slimforge.worker.publish import PublishError, _with_retries
+from slimforge.worker.runner import run_job
 from tests.hubserver import running_hub
 from tests.tiny import save_tiny_llama
-from worker.publish import PublishError, _with_retries
-from worker.runner import run_job
 
 HUB_TOKEN = "hf_localtesttoken"
 
@@ -96,7 +96,7 @@ def test_job_pushes_its_artifact_and_card_and_a_failed_push_is_retried(
         with factory() as session:
             from sqlalchemy import update
 
-            from app.jobs.models import Job
+            from slimforge.app.jobs.models import Job
 
             session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
             session.commit()

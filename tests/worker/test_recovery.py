@@ -8,15 +8,15 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from app.db import utcnow
-from app.jobs.lifecycle import claim_job
-from app.jobs.models import Job
-from app.queue import make_celery_app
-from app.settings import Settings
+from slimforge.app.db import utcnow
+from slimforge.app.jobs.lifecycle import claim_job
+from slimforge.app.jobs.models import Job
+from slimforge.app.queue import make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.worker.recovery import OrphanSweeper, requeue_orphaned_jobs
+from slimforge.worker.runner import run_job
 from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
-from worker.recovery import OrphanSweeper, requeue_orphaned_jobs
-from worker.runner import run_job
 
 
 def test_orphans_are_requeued_once_and_then_run(
@@ -84,9 +84,9 @@ def test_jobs_queued_with_nothing_happening_get_their_message_again(
     """A broker restarted without persistence loses queued messages: the sweeper sends
     another once a queued job has been quiet for resend_queued_after_seconds, then waits
     that long again; the job still runs once."""
-    from app.db import session_scope
-    from app.jobs.models import JobEvent
-    from worker.recovery import resend_stale_queued
+    from slimforge.app.db import session_scope
+    from slimforge.app.jobs.models import JobEvent
+    from slimforge.worker.recovery import resend_stale_queued
 
     h = auth()
     model = save_tiny_llama(tmp_path / "tiny")

@@ -12,13 +12,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.auth.service import set_remote_code
-from app.db import session_scope
-from app.jobs.models import Job
-from app.settings import Settings
+from slimforge.app.auth.service import set_remote_code
+from slimforge.app.db import session_scope
+from slimforge.app.jobs.models import Job
+from slimforge.app.settings import Settings
+from slimforge.worker.runner import run_job
 from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
-from worker.runner import run_job
 
 CONFIG_CODE = """
 from transformers import LlamaConfig

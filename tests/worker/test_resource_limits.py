@@ -11,11 +11,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.db import session_scope
-from app.limits.quotas import set_tenant_quota
-from app.settings import Settings
+from slimforge.app.db import session_scope
+from slimforge.app.limits.quotas import set_tenant_quota
+from slimforge.app.settings import Settings
+from slimforge.worker.runner import run_job
 from tests.tiny import save_tiny_llama
-from worker.runner import run_job
 
 
 @pytest.fixture
@@ -118,17 +118,17 @@ def test_out_of_memory_fails_the_job_saying_what_to_change_and_the_worker_goes_o
     monkeypatch: pytest.MonkeyPatch,
     fail,
 ) -> None:
-    import worker.runner
+    from slimforge.worker import runner as job_runner
 
     h = auth("acme")
     factory = api.app.state.session_factory  # type: ignore[attr-defined]
-    real_compress = worker.runner.compress
+    real_compress = job_runner.compress
 
     def compress_out_of_memory(*args: Any, **kwargs: Any) -> Any:
         fail()
         return real_compress(*args, **kwargs)
 
-    monkeypatch.setattr(worker.runner, "compress", compress_out_of_memory)
+    monkeypatch.setattr(job_runner, "compress", compress_out_of_memory)
     job_id = submit(api, h, tiny_model, text_files)
     assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
@@ -136,6 +136,6 @@ def test_out_of_memory_fails_the_job_saying_what_to_change_and_the_worker_goes_o
     assert job["error"].startswith("out of memory: use a smaller calibration batch")
     assert "activation_memory_gb" in job["error"] and "top_k" in job["error"]
     # The same worker process takes its next job as usual.
-    monkeypatch.setattr(worker.runner, "compress", real_compress)
+    monkeypatch.setattr(job_runner, "compress", real_compress)
     next_job = submit(api, h, tiny_model, text_files)
     assert run_job(settings=settings, session_factory=factory, job_id=next_job) == "succeeded"

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard
 from sqlalchemy import select, update
 
-from app.jobs.models import Job
-from app.settings import Settings
+from slimforge.app.jobs.models import Job
+from slimforge.app.settings import Settings
+from slimforge.worker.runner import run_job
 from tests.tiny import save_tiny_llama
-from worker.runner import run_job
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_a_redelivered_message_does_not_run_the_job_twice(
     # A job whose lease is held by a live worker is left alone too.
     other = submit(api, h, tiny_model, text_files)
     with factory() as session:
-        from app.jobs.lifecycle import claim_job
+        from slimforge.app.jobs.lifecycle import claim_job
 
         assert claim_job(session, job_id=other, owner="elsewhere", lease_seconds=600)
     assert run_job(settings=settings, session_factory=factory, job_id=other) is None

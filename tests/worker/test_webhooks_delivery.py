@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from app.settings import Settings
-from app.webhooks.models import WebhookDelivery
-from slimforge.webhooks import WebhookVerificationError, verify_webhook
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.models import WebhookDelivery
+from slimforge.contract.signing import WebhookVerificationError, verify_webhook
+from slimforge.worker.runner import run_job
+from slimforge.worker.webhooks import DELIVER_WEBHOOK_TASK, _pinned, deliver, emit
 from tests.tiny import save_tiny_llama
-from worker.runner import run_job
-from worker.webhooks import DELIVER_WEBHOOK_TASK, _pinned, deliver, emit
 
 
 @dataclass
@@ -274,7 +274,7 @@ def test_deliveries_connect_to_the_checked_address() -> None:
 
 
 def test_the_worker_registers_the_delivery_task(settings: Settings) -> None:
-    from worker.celery_app import make_celery
+    from slimforge.worker.celery_app import make_celery
 
     app = make_celery(settings)
     assert DELIVER_WEBHOOK_TASK in app.tasks

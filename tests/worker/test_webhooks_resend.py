@@ -14,17 +14,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import session_scope, utcnow
-from app.main import create_app
-from app.migrate import upgrade
-from app.queue import make_celery_app
-from app.settings import Settings
-from app.webhooks.models import WebhookDelivery
+from slimforge.app.db import session_scope, utcnow
+from slimforge.app.main import create_app
+from slimforge.app.migrate import upgrade
+from slimforge.app.queue import make_celery_app
+from slimforge.app.settings import Settings
+from slimforge.app.webhooks.models import WebhookDelivery
+from slimforge.worker.recovery import OrphanSweeper, resend_stale_webhooks
+from slimforge.worker.webhooks import DELIVER_WEBHOOK_TASK, deliver, emit
 from tests.conftest import make_key
 from tests.services import fresh_database
 from tests.worker.test_webhooks_delivery import new_secret, receiver
-from worker.recovery import OrphanSweeper, resend_stale_webhooks
-from worker.webhooks import DELIVER_WEBHOOK_TASK, deliver, emit
 
 pytestmark = pytest.mark.services
 

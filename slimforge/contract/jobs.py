@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.webhooks.schemas import Webhook
-from compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from slimforge.compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from slimforge.contract.webhooks import Webhook
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})

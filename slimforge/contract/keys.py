@@ -7,7 +7,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from app.auth.scopes import DEFAULT_SCOPES, Scope, normalize_scopes
+from slimforge.contract.scopes import DEFAULT_SCOPES, Scope, normalize_scopes
 
 __all__ = ["ApiKeyCreate", "ApiKeyCreated", "ApiKeyList", "ApiKeyOut"]
 
