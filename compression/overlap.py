@@ -31,18 +31,20 @@ _BASE = 1_000_003
 _SEED = 8
 # Extension compares this many tokens at a time (a C-level slice compare) before single steps.
 _CHUNK = 64
-# A word (letters, digits, underscore) or one punctuation mark: a tokenisation that needs no model.
-_WORD = re.compile(r"\w+|[^\w\s]")
+# A word (letters, underscores), one digit, or a run of one punctuation mark ("=====" is one
+# token): a tokenisation that needs no model. Digits stand alone and rules of "=" or "-" count once,
+# as in Llama-style BPE vocabularies, so numbers and underlines weigh roughly as they do there.
+WORD_PATTERN = re.compile(r"\d|[^\W\d]+|([^\w\s])\1*")
 
 
 def word_ids(text: str, vocab: dict[str, int]) -> list[int]:
-    """Token ids of ``text`` split into lower-cased words and single punctuation marks.
+    """Token ids of ``text`` split into lower-cased words, single digits and punctuation runs.
 
     ``vocab`` (word -> id) is extended in place with unseen words, so texts tokenised with the same
     dict are comparable. Lower-casing makes overlap checks stricter (case changes still match).
-    Returns one id per word or punctuation mark; whitespace gives no token.
+    Returns one id per word, digit or punctuation mark; whitespace gives no token.
     """
-    return [vocab.setdefault(word, len(vocab)) for word in _WORD.findall(text.lower())]
+    return [vocab.setdefault(m.group(), len(vocab)) for m in WORD_PATTERN.finditer(text.lower())]
 
 
 def _as_list(tokens: Sequence[int]) -> list[int]:

@@ -101,3 +101,6 @@ def test_word_ids_share_one_vocabulary() -> None:
     assert word_ids("Hello, hello world!", vocab) == [0, 1, 0, 2, 3]
     assert word_ids("WORLD  peace\n", vocab) == [2, 4]
     assert vocab == {"hello": 0, ",": 1, "world": 2, "!": 3, "peace": 4}
+    assert word_ids("x_1 = 3.14", vocab) == [5, 6, 7, 8, 9, 6, 10]  # digits one by one
+    assert list(vocab)[5:] == ["x_", "1", "=", "3", ".", "4"]
+    assert word_ids("Title\n=====\n!!", vocab) == [11, 12, 13]  # a rule is one token
