@@ -6,7 +6,7 @@ import bisect
 from pathlib import Path
 from typing import Any
 
-from compression.overlap import WORD_PATTERN, longest_shared_run, ngram_overlap, word_ids
+from slimforge.compression.overlap import WORD_PATTERN, longest_shared_run, ngram_overlap, word_ids
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CALIBRATION = ("calibration.txt", "english-calibration.txt")

@@ -1,7 +1,7 @@
 """Split documents into calibration and evaluation text that share no passage.
 
-Leaks are found over model-free word tokens (``compression.overlap.word_ids``: lower-cased words
-and punctuation marks, so case and whitespace changes still match):
+Leaks are found over model-free word tokens (``slimforge.compression.overlap.word_ids``:
+lower-cased words and punctuation marks, so case and whitespace changes still match):
   - exact repeats inside one side are dropped (the language reference repeats whole sections);
   - an evaluation paragraph is dropped when it shares a 13-word run with the calibration text
     (Brown et al. 2020, appendix C) or when half its 5-word shingles are in it (a near-duplicate:
@@ -14,7 +14,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from compression.overlap import shared_ngram_mask, word_ids
+from slimforge.compression.overlap import shared_ngram_mask, word_ids
 
 JOIN = "\n\n"  # paragraphs are written one blank line apart
 WINDOW = 13  # words: a shared run this long is a leak

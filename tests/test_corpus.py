@@ -1,7 +1,7 @@
 """The shipped corpus is honest: no evaluation file shares a passage with a calibration file.
 
 Both domains (Python docs, English prose) and across them. The fast tests tokenise with
-``compression.overlap.word_ids`` (no model); the slow one with the real SmolLM2 tokenizer.
+``slimforge.compression.overlap.word_ids`` (no model); the slow one with the real SmolLM2 tokenizer.
 Regenerate the files, and print these figures, with ``scripts/make_corpus.py``.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compression.overlap import longest_shared_run, ngram_overlap, word_ids
+from slimforge.compression.overlap import longest_shared_run, ngram_overlap, word_ids
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "data" / "corpus"

@@ -7,7 +7,7 @@ from array import array
 
 import pytest
 
-from compression.overlap import (
+from slimforge.compression.overlap import (
     longest_shared_run,
     ngram_overlap,
     shared_ngram_mask,
