@@ -79,16 +79,26 @@ def _leaf_configs(index: dict[str, Any], name: str) -> list[tuple[str, dict[str,
         return [pair for child in sorted(entry.tags) for pair in _leaf_configs(index, child)]
     if kind != "GROUP":
         return [(name, dict(entry.cfg or {}))]
+    return _group_leaves(index, name, entry.cfg.get("task", []))
+
+
+def _group_leaves(index: dict[str, Any], group: str, children: Any) -> list[tuple[str, Any]]:
     leaves: list[tuple[str, dict[str, Any]]] = []
-    children = entry.cfg.get("task", [])
     for child in children if isinstance(children, list) else [children]:
-        if isinstance(child, str):
-            leaves += _leaf_configs(index, child) if child in index else [(child, {})]
-        elif "group" in child:
-            leaves += _leaf_configs(index, child["group"]) if child["group"] in index else []
-        else:  # an inline task: its overrides over the indexed task of that name
-            base = index[child["task"]].cfg if child.get("task") in index else {}
-            leaves.append((str(child.get("task")), {**(base or {}), **child}))
+        if isinstance(child, str) and child in index:
+            leaves += _leaf_configs(index, child)
+        elif isinstance(child, dict) and "group" in child:  # a group defined inline
+            nested = child["group"]
+            leaves += (
+                _leaf_configs(index, nested)
+                if nested in index
+                else _group_leaves(index, nested, child.get("task", []))
+            )
+        elif isinstance(child, dict) and "task" in child:  # overrides over the indexed task
+            base = index[child["task"]].cfg if child["task"] in index else {}
+            leaves.append((str(child["task"]), {**(base or {}), **child}))
+        else:
+            raise ValueError(f"group {group!r} lists {child!r}, which is no known task or group")
     return leaves
 
 
@@ -101,9 +111,10 @@ def _check_config(task: str, config: dict[str, Any], hub_access: bool) -> None:
         )
     if hub_access or _is_local_data(config):
         return
-    source = config.get("dataset_path") or "a Python task class"
+    path = config.get("dataset_path")
+    source = repr(path) if path else "code in its Python task class"
     raise ValueError(
-        f"task {task!r} loads its data from {source!r}, not from local files, and this run has"
+        f"task {task!r} loads its data from {source}, not from local files, and this run has"
         " no Hugging Face Hub access. Run it with hub_access=True on a worker that reaches the"
         " Hub, or point the task at local data: `dataset_path: json` with `dataset_kwargs:"
         " {data_files: {test: /path/to/docs.jsonl}}` (paths relative to the working directory)"

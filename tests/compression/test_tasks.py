@@ -222,6 +222,13 @@ def test_refuses_what_cannot_run_offline(
     hub = _write_task(tmp_path / "hub", [], dataset_path="allenai/ai2_arc", dataset_kwargs={})
     with pytest.raises(ValueError, match="loads its data from 'allenai/ai2_arc'"):
         run_tasks(model, tokenizer, [TASK], include_path=hub)
+    # A group is checked through its tasks: one local, one on the Hub (another folder).
+    (local / "mixed.yaml").write_text(yaml.safe_dump({"group": "mixed", "task": [TASK, "arc"]}))
+    _write_task(tmp_path / "hub2", [], task="arc", dataset_path="allenai/ai2_arc")
+    with pytest.raises(ValueError, match="task 'arc' loads its data from 'allenai/ai2_arc'"):
+        run_tasks(model, tokenizer, ["mixed"], include_path=[local, tmp_path / "hub2"])
+    with pytest.raises(ValueError, match="group 'mixed' lists 'arc', which is no known task"):
+        run_tasks(model, tokenizer, ["mixed"], include_path=local)
     missing = _write_task(tmp_path / "missing", [], dataset_kwargs={"data_files": "gone.jsonl"})
     with pytest.raises(ValueError, match="not from local files"):
         run_tasks(model, tokenizer, [TASK], include_path=missing)
