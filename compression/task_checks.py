@@ -1,7 +1,7 @@
 """Checks before an lm-evaluation-harness run: task names, data sources, Hub access, weights.
 
 Everything here raises ``ValueError`` with what to change before any document is scored, so a job
-fails in seconds rather than after loading data sets (see ``compression.tasks``).
+fails in seconds rather than after loading data sets (see ``slimforge.compression.tasks``).
 """
 
 from __future__ import annotations

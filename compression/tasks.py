@@ -34,7 +34,12 @@ from lm_eval.tasks import TaskManager
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from compression.task_checks import check_tasks, check_tied_weights, hub_mode, task_folders
+from slimforge.compression.task_checks import (
+    check_tasks,
+    check_tied_weights,
+    hub_mode,
+    task_folders,
+)
 
 __all__ = ["TaskRetention", "TaskScore", "run_tasks", "task_retention"]
 

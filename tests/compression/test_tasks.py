@@ -30,7 +30,7 @@ from lm_eval.tasks import TaskManager
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-from compression.tasks import run_tasks, task_retention
+from slimforge.compression.tasks import run_tasks, task_retention
 from tests.compression.helpers import tiny_llama
 
 TASK = "tiny_sums"
