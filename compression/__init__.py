@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ArtifactFile": "compression.export",
     "Cancelled": "compression.progress",
+    "EvaluationProtocol": "compression.evaluation",
+    "FidelityResult": "compression.evaluation",
     "LillamaConfig": "compression.configs",
     "LinearShape": "compression.planning",
     "LowRankLinear": "compression.lowrank",
@@ -28,6 +30,7 @@ _EXPORTS = {
     "RankPlan": "compression.planning",
     "Reporter": "compression.progress",
     "SvdConfig": "compression.configs",
+    "TeacherReference": "compression.evaluation",
     "TextSource": "compression.data",
     "UnreachableTargetError": "compression.planning",
     "artifact_size": "compression.evaluation",
@@ -36,6 +39,8 @@ _EXPORTS = {
     "compress": "compression.core",
     "count_parameters": "compression.lowrank",
     "export_artifact": "compression.export",
+    "fidelity": "compression.evaluation",
+    "fidelity_from_reference": "compression.evaluation",
     "find_linears": "compression.lowrank",
     "get_method": "compression.methods",
     "linear_shapes": "compression.lowrank",
@@ -45,6 +50,7 @@ _EXPORTS = {
     "plan_uniform": "compression.planning",
     "render_model_card": "compression.model_card",
     "resolve_target": "compression.planning",
+    "teacher_reference": "compression.evaluation",
     "token_blocks": "compression.data",
 }
 
@@ -52,6 +58,8 @@ _EXPORTS = {
 __all__ = [
     "ArtifactFile",
     "Cancelled",
+    "EvaluationProtocol",
+    "FidelityResult",
     "LillamaConfig",
     "LinearShape",
     "LowRankLinear",
@@ -62,6 +70,7 @@ __all__ = [
     "RankPlan",
     "Reporter",
     "SvdConfig",
+    "TeacherReference",
     "TextSource",
     "UnreachableTargetError",
     "artifact_size",
@@ -70,6 +79,8 @@ __all__ = [
     "compress",
     "count_parameters",
     "export_artifact",
+    "fidelity",
+    "fidelity_from_reference",
     "find_linears",
     "get_method",
     "linear_shapes",
@@ -79,6 +90,7 @@ __all__ = [
     "plan_uniform",
     "render_model_card",
     "resolve_target",
+    "teacher_reference",
     "token_blocks",
 ]
 
@@ -101,7 +113,16 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from compression.configs import LillamaConfig, MethodConfig, SvdConfig
     from compression.core import compress
     from compression.data import TextSource, load_texts, token_blocks
-    from compression.evaluation import artifact_size, perplexity
+    from compression.evaluation import (
+        EvaluationProtocol,
+        FidelityResult,
+        TeacherReference,
+        artifact_size,
+        fidelity,
+        fidelity_from_reference,
+        perplexity,
+        teacher_reference,
+    )
     from compression.export import ArtifactFile, export_artifact
     from compression.loading import ModelSource, load_model
     from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
