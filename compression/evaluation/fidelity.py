@@ -120,4 +120,4 @@ def fidelity(
         for batch in batches(blocks, batch_size, reporter, "fidelity batch done"):
             per_token = _compare_batch(logits_of(teacher, batch), logits_of(student, batch), batch)
             parts.append(WindowSums.of(per_token))
-    return summarise(WindowSums.cat(parts), protocol, top_k=None)
+    return summarise(WindowSums.cat(parts), protocol)

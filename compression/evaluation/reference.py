@@ -219,4 +219,4 @@ def fidelity_from_reference(
         for batch in batches(reference.blocks, batch_size, reporter, "fidelity batch done"):
             parts.append(WindowSums.of(_student_batch(reference, start, logits_of(student, batch))))
             start += batch.shape[0]
-    return summarise(WindowSums.cat(parts), protocol, top_k=reference.top_k)
+    return summarise(WindowSums.cat(parts), protocol)

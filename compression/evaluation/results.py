@@ -142,9 +142,7 @@ def bootstrap_intervals(
     return [Interval(float(q[0, i]), float(q[1, i])) for i in range(3)]
 
 
-def summarise(
-    sums: WindowSums, protocol: EvaluationProtocol, *, top_k: int | None
-) -> FidelityResult:
+def summarise(sums: WindowSums, protocol: EvaluationProtocol) -> FidelityResult:
     """The result for per-window sums; intervals as the protocol says."""
     scored = float(sums.scored.sum())
     intervals = bootstrap_intervals(
@@ -167,7 +165,9 @@ def summarise(
         perplexity_ratio_interval=intervals[0] if intervals else None,
         kl_interval=intervals[1] if intervals else None,
         top1_agreement_interval=intervals[2] if intervals else None,
-        teacher_tail_mass=float(sums.tail_mass.sum()) / scored if top_k is not None else None,
+        teacher_tail_mass=None
+        if protocol.kl_top_k is None
+        else float(sums.tail_mass.sum()) / scored,
         protocol=protocol,
     )
 
