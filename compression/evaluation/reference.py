@@ -11,6 +11,11 @@ relative entropy (ibid., Thm 2.5.3) gives the gap exactly:
 
 where P_tail is the teacher's mass outside its top-k. The approximation is a lower bound; the
 mean P_tail is returned (``teacher_tail_mass``) so a reader sees how much mass it summarises.
+The bound is not tight: on SmolLM2-135M-Instruct (8-12 windows of 512 tokens of
+data/corpus/evaluation.txt) it was 32 / 18 / 9 % below the exact KL at k = 16 / 64 / 256 for a
+student with one layer removed (exact 0.138 nats), 21 / 12 / 6 % for four layers removed
+(exact 1.73), with a teacher tail mass of 0.21 / 0.12 / 0.06. Report it as a lower bound (the
+metrics do) and use :func:`compression.evaluation.fidelity` for the headline KL.
 """
 
 from __future__ import annotations

@@ -102,12 +102,17 @@ class FidelityResult:
 
     def metrics(self) -> dict[str, Any]:
         """A JSON-ready dict; ``teacher_perplexity``, ``student_perplexity`` and
-        ``evaluation_tokens`` use the keys :func:`compression.render_model_card` reads."""
+        ``evaluation_tokens`` use the keys :func:`compression.render_model_card` reads. With a
+        top-k teacher reference the KL keys are ``kl_per_token_lower_bound`` and
+        ``kl_lower_bound_interval``."""
         out = asdict(self)
         out["evaluation_tokens"] = self.protocol.scored_tokens
         for key in ("perplexity_ratio_interval", "kl_interval", "top1_agreement_interval"):
             if out[key] is not None:
                 out[key] = [out[key]["low"], out[key]["high"]]
+        if self.protocol.kl_top_k is not None:  # a lower bound must not pass for the exact KL
+            out["kl_per_token_lower_bound"] = out.pop("kl_per_token")
+            out["kl_lower_bound_interval"] = out.pop("kl_interval")
         return out
 
 

@@ -203,6 +203,9 @@ def test_topk_kl_is_a_lower_bound_with_the_stated_gap(top_k: int) -> None:
     assert exact.kl_per_token - approx.kl_per_token == pytest.approx(float(gap), abs=1e-5)
     assert approx.teacher_tail_mass == pytest.approx(float(mass_t.exp().mean()), rel=1e-4)
     assert approx.top1_agreement == exact.top1_agreement
+    metrics = approx.metrics()
+    assert "kl_per_token" not in metrics and "kl_interval" not in metrics
+    assert metrics["kl_per_token_lower_bound"] == approx.kl_per_token
 
 
 def test_reference_checks_its_inputs() -> None:
