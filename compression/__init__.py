@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "ArtifactFile": "slimforge.compression.export",
     "Cancelled": "slimforge.compression.progress",
+    "EvaluationProtocol": "slimforge.compression.evaluation",
+    "FidelityResult": "slimforge.compression.evaluation",
     "LillamaConfig": "slimforge.compression.configs",
     "LinearShape": "slimforge.compression.planning",
     "LowRankLinear": "slimforge.compression.lowrank",
@@ -29,6 +31,7 @@ _EXPORTS = {
     "RankPlan": "slimforge.compression.planning",
     "Reporter": "slimforge.compression.progress",
     "SvdConfig": "slimforge.compression.configs",
+    "TeacherReference": "slimforge.compression.evaluation",
     "TextSource": "slimforge.compression.data",
     "UnreachableTargetError": "slimforge.compression.planning",
     "artifact_size": "slimforge.compression.evaluation",
@@ -37,6 +40,8 @@ _EXPORTS = {
     "compress": "slimforge.compression.core",
     "count_parameters": "slimforge.compression.lowrank",
     "export_artifact": "slimforge.compression.export",
+    "fidelity": "slimforge.compression.evaluation",
+    "fidelity_from_reference": "slimforge.compression.evaluation",
     "find_linears": "slimforge.compression.lowrank",
     "get_method": "slimforge.compression.methods",
     "linear_shapes": "slimforge.compression.lowrank",
@@ -46,6 +51,7 @@ _EXPORTS = {
     "plan_uniform": "slimforge.compression.planning",
     "render_model_card": "slimforge.compression.model_card",
     "resolve_target": "slimforge.compression.planning",
+    "teacher_reference": "slimforge.compression.evaluation",
     "token_blocks": "slimforge.compression.data",
 }
 
@@ -53,6 +59,8 @@ _EXPORTS = {
 __all__ = [
     "ArtifactFile",
     "Cancelled",
+    "EvaluationProtocol",
+    "FidelityResult",
     "LillamaConfig",
     "LinearShape",
     "LowRankLinear",
@@ -63,6 +71,7 @@ __all__ = [
     "RankPlan",
     "Reporter",
     "SvdConfig",
+    "TeacherReference",
     "TextSource",
     "UnreachableTargetError",
     "artifact_size",
@@ -71,6 +80,8 @@ __all__ = [
     "compress",
     "count_parameters",
     "export_artifact",
+    "fidelity",
+    "fidelity_from_reference",
     "find_linears",
     "get_method",
     "linear_shapes",
@@ -80,6 +91,7 @@ __all__ = [
     "plan_uniform",
     "render_model_card",
     "resolve_target",
+    "teacher_reference",
     "token_blocks",
 ]
 
@@ -102,7 +114,16 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from slimforge.compression.configs import LillamaConfig, MethodConfig, SvdConfig
     from slimforge.compression.core import compress
     from slimforge.compression.data import TextSource, load_texts, token_blocks
-    from slimforge.compression.evaluation import artifact_size, perplexity
+    from slimforge.compression.evaluation import (
+        EvaluationProtocol,
+        FidelityResult,
+        TeacherReference,
+        artifact_size,
+        fidelity,
+        fidelity_from_reference,
+        perplexity,
+        teacher_reference,
+    )
     from slimforge.compression.export import ArtifactFile, export_artifact
     from slimforge.compression.loading import ModelSource, load_model
     from slimforge.compression.lowrank import (
