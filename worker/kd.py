@@ -1,8 +1,9 @@
-"""The optional ``distilling`` stage of a job: logit KD from the original model (``kd``).
+"""The optional ``distilling`` stage's two halves: logit KD from the original model (``kd``).
 
-Split in two around the method: :func:`prepare_distillation` runs before compression, while the
-model is still the teacher (it keeps a frozen copy, or caches the top-k logits and keeps no
-copy); :func:`run_distillation` trains the compressed student afterwards.
+:func:`prepare_distillation` runs before compression, while the model is still the teacher: it
+keeps a frozen copy (parked in CPU memory, where the student's compute is not) or caches the
+top-k logits and keeps no copy. :func:`run_distillation` trains the compressed student
+afterwards, with the teacher brought to the student's device for the stage only.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.kd import TopK, distill_logits, teacher_topk
 from slimforge.compression.distill.kd_resume import KdCheckpoint
 
-__all__ = ["DistillPlan", "prepare_distillation", "run_distillation"]
+__all__ = ["TEACHER_HOME", "DistillPlan", "prepare_distillation", "run_distillation"]
+
+# Where the teacher copy waits while the method runs. Not the accelerator: a streaming method
+# (lillama) promises that the GPU holds one layer, and any method's peak-memory figure would
+# count a second model on the GPU otherwise (issue 15, case 11).
+TEACHER_HOME = "cpu"
 
 
 @dataclass
@@ -33,13 +39,20 @@ class DistillPlan:
 
 
 def prepare_distillation(
-    model: nn.Module, *, config: KdConfig, blocks: torch.Tensor
+    model: nn.Module, *, config: KdConfig, blocks: torch.Tensor, home: str = TEACHER_HOME
 ) -> DistillPlan:
-    """Capture the teacher for distilling on ``blocks``: a frozen copy of ``model`` (on the
-    fly) or its top-k logits (``config.top_k``)."""
+    """Capture the teacher for distilling on ``blocks`` [n, seq_len]: a frozen copy of
+    ``model`` kept on ``home`` (on the fly), or its top-k logits (``config.top_k``; computed
+    where the model is, kept on the CPU)."""
     if config.top_k is not None:
         return DistillPlan(config, blocks, None, teacher_topk(model, blocks, k=config.top_k))
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    device = next(model.parameters()).device
+    # Copied from ``home``, not beside the model: the accelerator never holds two models.
+    model.to(home)
+    try:
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    finally:
+        model.to(device)
     return DistillPlan(config, blocks, teacher, None)
 
 
@@ -54,10 +67,13 @@ def run_distillation(
 ) -> dict[str, Any]:
     """Distil into ``model`` in place; returns the metrics to add to the job's.
 
-    The student trains in float32 (master weights; bf16 autocast on GPU) and goes back to its
-    dtype afterwards. ``checkpoint``: where it saves its state to resume from after a kill.
-    With evaluation blocks, the perplexity before distillation is recorded too,
-    so the job shows what the stage bought.
+    The teacher joins the student on its device for the stage and is dropped after it. The
+    student trains in float32 (master weights; bf16 autocast on GPU) and goes back to its
+    dtype afterwards. ``layer_map``: the teacher layer of each student layer (the layers a
+    depth cut kept). ``checkpoint``: where it saves its state to resume from after a kill.
+    With evaluation blocks, the perplexity before distillation is recorded too, so the job
+    shows what the stage bought. Raises ValueError when the hidden-state loss cannot pair the
+    models (see :func:`slimforge.compression.distill.kd.distill_logits`).
     """
     metrics: dict[str, Any] = {}
     if eval_blocks is not None:
@@ -66,7 +82,10 @@ def run_distillation(
             "perplexity before distillation",
             data={"perplexity": metrics["perplexity_before_distill"]},
         )
-    dtype = next(model.parameters()).dtype
+    first = next(model.parameters())
+    dtype = first.dtype
+    if plan.teacher is not None:
+        plan.teacher.to(first.device)
     model.float()
     try:
         result = distill_logits(
