@@ -46,14 +46,19 @@ def prepare_distillation(
     where the model is, kept on the CPU)."""
     if config.top_k is not None:
         return DistillPlan(config, blocks, None, teacher_topk(model, blocks, k=config.top_k))
-    device = next(model.parameters()).device
-    # Copied from ``home``, not beside the model: the accelerator never holds two models.
-    model.to(home)
-    try:
-        teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    finally:
-        model.to(device)
-    return DistillPlan(config, blocks, teacher, None)
+    return DistillPlan(config, blocks, _copy_to(model, home), None)
+
+
+def _copy_to(model: nn.Module, device: str) -> nn.Module:
+    """A frozen copy of ``model`` whose tensors are made on ``device`` one by one: the model
+    stays where it is, and its device never holds a second copy (not even for a moment)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():  # tied parameters are one object: copied once, still tied
+        memo[id(p)] = nn.Parameter(p.detach().to(device, copy=True), requires_grad=False)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to(device, copy=True)
+    teacher = copy.deepcopy(model, memo)
+    return teacher.eval().requires_grad_(False)
 
 
 def run_distillation(

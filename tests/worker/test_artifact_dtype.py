@@ -19,7 +19,8 @@ from tests.worker.test_runner import submit
 
 
 def save_bf16_llama(folder: Path) -> Path:
-    tiny_llama(0, 2).to(torch.bfloat16).save_pretrained(folder)
+    model: Any = tiny_llama(0, 2)
+    model.to(torch.bfloat16).save_pretrained(folder)
     char_tokenizer().save_pretrained(folder)
     return folder
 
