@@ -201,6 +201,21 @@ def run_job(
         return None
     if outcome.error == OUT_OF_MEMORY:
         release_memory()  # the frames that held the model are gone now
+    _end(job_id, outcome, settings=settings, session_factory=session_factory, owner=owner)
+    return outcome.status
+
+
+def _end(
+    job_id: str,
+    outcome: Outcome,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    owner: str,
+) -> None:
+    """Record the job's end (and send its webhook, if this worker ended it); remove its
+    scratch folder, whose checkpoints only serve a restart of an unfinished job."""
+    assert outcome.status is not None
     ended = job_rows.finish_job(
         session_factory=session_factory,
         job_id=job_id,
@@ -216,6 +231,4 @@ def run_job(
             job_id=job_id,
             event=f"job.{outcome.status}",
         )
-    # Checkpoints only serve a restart of an unfinished job.
     shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
-    return outcome.status
