@@ -115,8 +115,8 @@ def run_stages(ctx: JobContext, stages: tuple[Stage, ...] = STAGES) -> None:
         ctx.timings[stage.name] = ctx.stage_seconds()
     if ctx.reporter.cancel_requested():
         ctx.reporter.event(
-            "cancel requested too late: the artifact was already stored (storing and "
-            "publishing are not cancellable); the job ends succeeded",
+            "cancel requested too late: the artifact was already stored, and publishing is "
+            "not cancellable; the job ends succeeded",
             level="warning",
         )
 
