@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -29,11 +29,16 @@ class ModelSource:
 
 
 def load_model(
-    source: ModelSource, *, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    source: ModelSource,
+    *,
+    dtype: torch.dtype | Literal["auto"] = torch.float32,
+    device: str = "cpu",
 ) -> tuple[Any, Any]:
     """(model in eval mode on ``device``, tokenizer with a pad token) for ``source``.
 
-    A GGUF checkpoint is dequantised to ``dtype``; its ``quantization_config`` is removed, or a
+    ``dtype="auto"`` keeps the checkpoint's own precision (its config's ``dtype``, else its
+    weights'; transformers' rule). A GGUF checkpoint is dequantised to ``dtype`` (float32 for
+    "auto"); its ``quantization_config`` is removed, or a
     model saved from it would claim to be GGUF-quantised and fail to load.
     """
     if (source.hub_id is None) == (source.path is None):

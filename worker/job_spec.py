@@ -1,4 +1,5 @@
-"""Read a stored job request (the JSON the API validated) into the library's types."""
+"""A validated job request (``JobCreate``) in the library's terms: model and text sources, the
+device, and the words the model card uses. Defaults live in the contract, not here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from slimforge.app.settings import Settings
 from slimforge.compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
 from slimforge.compression.model_card import base_model_license
 from slimforge.compression.synthetic import sample_blocks
+from slimforge.contract.jobs import ModelSpec, Target, TextData
 
 __all__ = [
     "base_license",
@@ -30,27 +32,26 @@ def job_device(settings: Settings) -> str:
     return settings.device
 
 
-def text_source(data: dict[str, Any]) -> TextSource:
+def text_source(data: TextData) -> TextSource:
     """The calibration or evaluation source of a request."""
     return TextSource(
-        path=data.get("path"),
-        dataset=data.get("dataset"),
-        split=data.get("split", "train"),
-        config_name=data.get("config_name"),
-        field=data.get("field", "text"),
-        revision=data.get("revision"),
+        path=data.path,
+        dataset=data.dataset,
+        split=data.split,
+        config_name=data.config_name,
+        field=data.field,
+        revision=data.revision,
     )
 
 
-def model_source(spec: dict[str, Any]) -> ModelSource:
+def model_source(model: ModelSpec) -> ModelSource:
     """Where the request's model comes from."""
-    m = spec["model"]
     return ModelSource(
-        hub_id=m.get("id"),
-        revision=m.get("revision") or "main",
-        path=m.get("path"),
-        gguf_file=m.get("gguf_file"),
-        trust_remote_code=bool(m.get("trust_remote_code", False)),  # allowed at submit
+        hub_id=model.id,
+        revision=model.revision,
+        path=model.path,
+        gguf_file=model.gguf_file,
+        trust_remote_code=model.trust_remote_code,  # allowed at submit
     )
 
 
@@ -62,43 +63,41 @@ def _cached_hub_file(repo_id: str, filename: str, revision: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def base_license(spec: dict[str, Any]) -> str | None:
+def base_license(model: ModelSpec) -> str | None:
     """The base model's license, from its README.md or GGUF metadata (None if unsaid)."""
-    m = spec["model"]
-    gguf = m.get("gguf_file")
+    gguf = model.gguf_file
     try:
-        if m.get("path"):
-            folder = Path(m["path"])
+        if model.path is not None:
+            folder = Path(model.path)
             return base_model_license(folder, gguf_file=folder / gguf if gguf else None)
-        revision = m.get("revision") or "main"
+        assert model.id is not None  # the contract wants exactly one of id and path
         if gguf:
-            path = _cached_hub_file(m["id"], gguf, revision)
+            path = _cached_hub_file(model.id, gguf, model.revision)
             return base_model_license(None, gguf_file=path) if path else None
-        readme = _cached_hub_file(m["id"], "README.md", revision)
+        readme = _cached_hub_file(model.id, "README.md", model.revision)
         return base_model_license(readme.parent) if readme else None
     except (OSError, ValueError):  # an unreadable card is not worth failing the job for
         return None
 
 
-def describe_base(spec: dict[str, Any]) -> str:
+def describe_base(model: ModelSpec) -> str:
     """A short name of the base model for the model card."""
-    m = spec["model"]
-    if m.get("id"):
-        return str(m["id"])
-    return str(m.get("gguf_file") or Path(m["path"]).name)
+    if model.id is not None:
+        return model.id
+    return model.gguf_file or Path(str(model.path)).name
 
 
-def target_text(target: dict[str, Any]) -> str:
+def target_text(target: Target) -> str:
     """The target in words for the model card."""
-    if target.get("params") is not None:
-        return f"{target['params']:,} parameters"
-    return f"{target['ratio']:.0%} of the parameters"
+    if target.params is not None:
+        return f"{target.params:,} parameters"
+    return f"{target.ratio:.0%} of the parameters"
 
 
 def text_blocks(
     model: torch.nn.Module,
     tokenizer: Any,
-    data: dict[str, Any],
+    data: TextData,
     *,
     max_tokens: int | None = None,
     seed: int = 0,
@@ -106,18 +105,17 @@ def text_blocks(
 ) -> torch.Tensor:
     """Token blocks [n, seq_len] of a request's calibration or evaluation text (``max_tokens``
     overrides its budget): read from its file or dataset, or sampled from ``model`` when
-    ``synthetic`` (calibration only; the API refuses it for evaluation)."""
-    budget = max_tokens if max_tokens is not None else int(data["max_tokens"])
-    seq_len = int(data["seq_len"])
-    if data.get("synthetic"):
+    ``synthetic`` (calibration only; the contract refuses it for evaluation)."""
+    budget = max_tokens if max_tokens is not None else data.max_tokens
+    if data.synthetic:
         return sample_blocks(
             model,
             tokenizer,
-            n_blocks=max(1, budget // seq_len),
-            seq_len=seq_len,
+            n_blocks=max(1, budget // data.seq_len),
+            seq_len=data.seq_len,
             seed=seed,
             reporter=reporter,
         )
     return token_blocks(
-        load_texts(text_source(data)), tokenizer, seq_len=seq_len, max_tokens=budget
+        load_texts(text_source(data)), tokenizer, seq_len=data.seq_len, max_tokens=budget
     )

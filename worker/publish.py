@@ -86,6 +86,23 @@ def _with_retries(
     raise AssertionError("unreachable")
 
 
+def _ensure_repo(api: HfApi, revision: str, *, private: bool, retry: dict[str, Any]) -> Any:
+    """Create the repository (and the branch ``revision``) unless they exist; its URL."""
+    repo_id = retry["repo_id"]
+    repo = _with_retries(
+        lambda: api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model"),
+        what="creating the Hub repository",
+        **retry,
+    )
+    if revision != "main":
+        _with_retries(
+            lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
+            what=f"creating branch '{revision}'",
+            **retry,
+        )
+    return repo
+
+
 def publish_artifact(
     *,
     folder: Path,
@@ -112,19 +129,7 @@ def publish_artifact(
         "secret": token,
         "sleep": sleep,
     }
-    repo = _with_retries(
-        lambda: api.create_repo(
-            repo_id, private=bool(output.get("private", True)), exist_ok=True, repo_type="model"
-        ),
-        what="creating the Hub repository",
-        **retry,
-    )
-    if revision != "main":
-        _with_retries(
-            lambda: api.create_branch(repo_id, branch=revision, exist_ok=True),
-            what=f"creating branch '{revision}'",
-            **retry,
-        )
+    repo = _ensure_repo(api, revision, private=bool(output.get("private", True)), retry=retry)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     reporter.event(
         "uploading to the Hub",

@@ -173,15 +173,21 @@ class JobReporter:
         if now - self._last_check < self.check_interval:
             return
         self._last_check = now
+        if self.cancel_requested():
+            raise Cancelled("cancelled on request")
+
+    def cancel_requested(self) -> bool:
+        """Whether someone asked to cancel the job (read now, through a database outage)."""
 
         def read(_attempt: int) -> bool:
             with self.factory() as session:
                 return lifecycle.is_cancel_requested(session, job_id=self.job_id)
 
-        if self.db_retry(read, what="cancellation check"):
-            raise Cancelled("cancelled on request")
+        return self.db_retry(read, what="cancellation check")
 
-    def enter(self, stage: str) -> None:
+    def enter(self, stage: str, *, cancellable: bool = True) -> None:
+        """Record that the job is in ``stage`` now, then (unless the stage cannot be
+        cancelled) stop the job if a cancel was requested."""
         self.stage = stage
         since = utcnow()
 
@@ -195,7 +201,10 @@ class JobReporter:
                 lifecycle.set_stage(session, job_id=self.job_id, stage=stage)
 
         self.db_retry(write, what=f"stage {stage}")
-        self.check_cancelled()
+        if cancellable:
+            self.check_cancelled()
+        else:
+            self._raise_if_lost()
 
     def _raise_if_lost(self) -> None:
         if self._lost.is_set():

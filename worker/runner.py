@@ -1,8 +1,10 @@
-"""A job's stages as plain functions: testable without a broker, called by the Celery task.
+"""Run a job: claim it, walk its stages (``slimforge.worker.stages``), end it.
 
-load → calibrate → compress → evaluate → export → store. Every stage records its start in the
-job's event log; compression code reports per-block progress through :class:`JobReporter`,
-which also renews the job's lease and honours cancellation between blocks.
+The loop does what every stage needs once: it enters the stage (stage column, event, and the
+cancellation and time-limit check), times it into ``metrics.stage_seconds``, and turns what a
+stage raises into the job's status and message through one table, :data:`FAILURES`. Compression
+code reports per-block progress through :class:`JobReporter`, which also renews the job's lease
+and honours cancellation between blocks.
 """
 
 from __future__ import annotations
@@ -12,46 +14,21 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, cast
+from dataclasses import dataclass
 
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 
 from slimforge.app.artifacts.models import Artifact
-from slimforge.app.artifacts.service import record_artifact
-from slimforge.app.artifacts.storage import LocalArtifactStore, make_store
-from slimforge.app.credentials.service import get_hub_token
-from slimforge.app.db import session_scope
-from slimforge.app.jobs import lifecycle
+from slimforge.app.artifacts.storage import ChecksumMismatch
 from slimforge.app.jobs.models import Job
-from slimforge.app.limits.quotas import Quotas, effective_quotas, model_size_error
+from slimforge.app.limits.quotas import Quotas, effective_quotas
 from slimforge.app.settings import Settings
-from slimforge.compression import (
-    Cancelled,
-    UnreachableTargetError,
-    compress,
-    count_parameters,
-    export_artifact,
-    get_method,
-    load_model,
-    perplexity,
-    render_model_card,
-    resolve_target,
-)
-from slimforge.compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
-from slimforge.compression.distill.kd_resume import KdCheckpoint
+from slimforge.compression import Cancelled, UnreachableTargetError
 from slimforge.worker import job_rows, webhooks
-from slimforge.worker.distill_stage import prepare_distillation, run_distillation
-from slimforge.worker.job_spec import (
-    base_license,
-    describe_base,
-    job_device,
-    model_source,
-    target_text,
-    text_blocks,
-)
+from slimforge.worker.context import JobContext
+from slimforge.worker.job_spec import job_device
 from slimforge.worker.memory import OUT_OF_MEMORY, PeakMemory, is_out_of_memory, release_memory
-from slimforge.worker.publish import PublishError, publish_artifact
+from slimforge.worker.publish import PublishError
 from slimforge.worker.reporter import (
     JobReporter,
     JobTimeLimit,
@@ -59,274 +36,123 @@ from slimforge.worker.reporter import (
     ResourceLimit,
     default_owner,
 )
+from slimforge.worker.stages import STAGES, Stage
 
-__all__ = ["JobReporter", "JobTimeLimit", "LeaseLost", "ResourceLimit", "default_owner", "run_job"]
+__all__ = [
+    "FAILURES",
+    "JobReporter",
+    "JobTimeLimit",
+    "LeaseLost",
+    "ResourceLimit",
+    "default_owner",
+    "run_job",
+    "run_stages",
+]
 
 log = logging.getLogger("slimforge.worker")
 
 
-def _check_disk_space(settings: Settings, model: torch.nn.Module) -> None:
-    """Fail before exporting when the scratch folder cannot hold the artifact: the weights at
-    their dtype plus 10 % headroom, and ``min_free_disk_bytes`` left over."""
-    folder = settings.work_root
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    needed = int(weights * 1.1) + settings.min_free_disk_bytes
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        reserve = (
-            f", plus {settings.min_free_disk_bytes:,} to keep free (min_free_disk_bytes)"
-            if settings.min_free_disk_bytes
-            else ""
-        )
-        raise ResourceLimit(
-            f"not enough disk space to export the artifact in {folder}: about {needed:,} bytes "
-            f"needed (the weights plus 10 %{reserve}), {free:,} free; free some space or "
-            "point SLIMFORGE_HOME to a larger disk"
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ends: its status (None: not ours to end) and its error message."""
+
+    status: str | None
+    error: str | None = None
+
+
+def _unexpected(exc: BaseException, job_id: str) -> Outcome:
+    if is_out_of_memory(exc):  # CUDA's OutOfMemoryError or the CPU allocator's
+        log.error("job %s ran out of memory: %s", job_id, exc)
+        return Outcome("failed", OUT_OF_MEMORY)
+    log.error("job %s failed:\n%s", job_id, traceback.format_exc())
+    return Outcome("failed", f"{type(exc).__name__}: {exc}")
+
+
+def _lease_lost(_exc: BaseException, job_id: str) -> Outcome:
+    log.warning("job %s: lease lost to another worker; stopping", job_id)
+    return Outcome(None)
+
+
+def _said(exc: BaseException, _job_id: str) -> Outcome:
+    return Outcome("failed", str(exc))
+
+
+# What a stage may raise -> how the job ends. The most specific class of the exception wins.
+FAILURES: dict[type[BaseException], Callable[[BaseException, str], Outcome]] = {
+    PublishError: lambda exc, job_id: Outcome(
+        "failed",
+        f"{exc}. The artifact is kept: POST /v1/jobs/{job_id}/publish retries the push.",
+    ),
+    ChecksumMismatch: lambda exc, _: Outcome(
+        "failed",
+        f"{exc}: the stored artifact is damaged, so nothing was pushed; submit the job again",
+    ),
+    LeaseLost: _lease_lost,
+    Cancelled: lambda _exc, _: Outcome("cancelled"),  # partial work lives in the scratch folder
+    JobTimeLimit: _said,
+    ResourceLimit: _said,
+    UnreachableTargetError: _said,
+    FileNotFoundError: _said,
+    ValueError: _said,
+    Exception: _unexpected,
+}
+
+
+def _outcome(exc: BaseException, job_id: str) -> Outcome:
+    handler = next(FAILURES[cls] for cls in type(exc).__mro__ if cls in FAILURES)
+    return handler(exc, job_id)
+
+
+def run_stages(ctx: JobContext, stages: tuple[Stage, ...] = STAGES) -> None:
+    """Run each stage the job has, in order, timing each into ``metrics.stage_seconds``.
+    A cancel that arrives once no stage can honour it is said in an event."""
+    for stage in stages:
+        if not stage.wanted(ctx):
+            continue
+        ctx.stage_started = time.monotonic()
+        ctx.reporter.enter(stage.name, cancellable=stage.cancellable)
+        stage.run(ctx)
+        ctx.timings[stage.name] = ctx.stage_seconds()
+    if ctx.reporter.cancel_requested():
+        ctx.reporter.event(
+            "cancel requested too late: the artifact was already stored, and publishing is "
+            "not cancellable; the job ends succeeded",
+            level="warning",
         )
 
 
-def _execute(
-    *,
-    settings: Settings,
-    job_id: str,
-    spec: dict[str, Any],
-    reporter: JobReporter,
-    max_params: int | None = None,
-) -> dict[str, Any]:
-    """Run every stage; returns the job's metrics. Raises Cancelled / errors to the caller."""
-    metrics: dict[str, Any] = {"stage_seconds": {}}
-    timings: dict[str, float] = metrics["stage_seconds"]
+def _resume_point(ctx: JobContext, quotas: Quotas, stored: bool) -> tuple[Stage, ...]:
+    """The stages left: all of them, or only publishing when an earlier attempt got as far as
+    storing the artifact."""
+    ctx.max_params = quotas.max_model_params
+    if not stored:
+        return STAGES
+    ctx.reporter.event("artifact already stored; continuing from there")
+    return tuple(s for s in STAGES if s.name == "publishing")
+
+
+def _attempt(job: Job, *, settings: Settings, reporter: JobReporter) -> Outcome:
+    """Run the job's stages; how it ends."""
     device = job_device(settings)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    method_name = spec["method"]["name"]
-    config = cast(MethodConfig, METHOD_CONFIGS[method_name].model_validate(spec["method"]))
-    method = get_method(method_name)
     memory = PeakMemory(device=device)
-    memory.start()
     try:
-        # --- loading: the model, its size, and whether the target is reachable at all.
-        t0 = time.monotonic()
-        reporter.enter("loading")
-        model, tokenizer = load_model(model_source(spec), dtype=dtype, device=device)
-        params_before = count_parameters(model)
-        if max_params is not None and params_before > max_params:
-            raise ResourceLimit(model_size_error(params_before, max_params))
-        target = spec["target"]
-        target_params = resolve_target(
-            params_before, params=target.get("params"), ratio=target.get("ratio")
+        ctx = JobContext.for_job(
+            job, settings=settings, reporter=reporter, device=device, memory=memory
         )
-        plan = method.plan(model, config, target_params=target_params)
-        reporter.event(
-            "model loaded",
-            data={
-                "params": params_before,
-                "target_params": target_params,
-                "planned_params": plan.params_after,
-                "device": device,
-            },
-        )
-        timings["loading"] = round(time.monotonic() - t0, 3)
 
-        # --- calibrating: tokenise the calibration (and evaluation) text; teacher baseline.
-        t0 = time.monotonic()
-        reporter.enter("calibrating")
-        calib = spec["calibration"]
-        blocks = text_blocks(model, tokenizer, calib, reporter=reporter)
-        eval_blocks = None
-        if spec.get("evaluation"):
-            ev = spec["evaluation"]
-            eval_blocks = text_blocks(model, tokenizer, ev)
-            metrics["teacher_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
-            metrics["evaluation_tokens"] = int(eval_blocks.numel())
-            reporter.event("teacher perplexity", data={"perplexity": metrics["teacher_perplexity"]})
-        reporter.event("calibration data ready", data={"tokens": int(blocks.numel())})
-        kd_plan = None
-        if spec.get("distill"):  # capture the teacher now, before the method changes the model
-            kd_config = KdConfig.model_validate(spec["distill"])
-            kd_blocks = text_blocks(
-                model, tokenizer, calib, max_tokens=kd_config.tokens, seed=1, reporter=reporter
-            )
-            kd_plan = prepare_distillation(model, config=kd_config, blocks=kd_blocks)
-        timings["calibrating"] = round(time.monotonic() - t0, 3)
+        def read_state(_attempt: int) -> tuple[bool, Quotas]:
+            with reporter.factory() as session:
+                stored = session.get(Artifact, job.id) is not None
+                return stored, effective_quotas(session, tenant_id=job.tenant_id, settings=settings)
 
-        # --- compressing
-        t0 = time.monotonic()
-        reporter.enter("compressing")
-        # A method that streams layers gets the model in CPU memory and the accelerator as its
-        # compute device: GPU memory then holds one layer and its activations, not the model.
-        streaming = getattr(method, "streams_layers", False) and device != "cpu"
-        if streaming:
-            model.to("cpu")
-            memory.begin_stage()
-        result = compress(
-            model,
-            config,
-            blocks=blocks,
-            target_params=target_params,
-            reporter=reporter,
-            workdir=settings.work_root / job_id,
-            device=device if streaming else None,
-        )
-        if streaming:
-            metrics["peak_gpu_bytes_compressing"] = memory.stage_gpu_bytes()
-            model.to(device)
-        params_after = count_parameters(model)
-        metrics.update(
-            params_before=params_before,
-            params_after=params_after,
-            target_params=target_params,
-            achieved_ratio=round(params_after / params_before, 6),
-            target_error=round(params_after / target_params - 1.0, 6),
-            tokens_used=result.tokens_used,
-            ranks=result.ranks,
-            method_details=result.details,
-        )
-        timings["compressing"] = round(time.monotonic() - t0, 3)
-
-        # --- distilling (optional): logit KD from the original model into the student.
-        if kd_plan is not None:
-            t0 = time.monotonic()
-            reporter.enter("distilling")
-            metrics.update(
-                run_distillation(
-                    model,
-                    kd_plan,
-                    reporter=reporter,
-                    eval_blocks=eval_blocks,
-                    # Saved as it trains: a job killed mid-stage goes on from the last save.
-                    checkpoint=KdCheckpoint(
-                        settings.work_root / job_id / "kd",
-                        every_seconds=settings.kd_checkpoint_seconds,
-                    ),
-                )
-            )
-            timings["distilling"] = round(time.monotonic() - t0, 3)
-
-        # --- evaluating
-        t0 = time.monotonic()
-        reporter.enter("evaluating")
-        if eval_blocks is not None:
-            metrics["student_perplexity"] = perplexity(model, eval_blocks, reporter=reporter)
-            metrics["perplexity_ratio"] = (
-                metrics["student_perplexity"] / metrics["teacher_perplexity"]
-            )
-            reporter.event(
-                "student perplexity",
-                data={
-                    "perplexity": metrics["student_perplexity"],
-                    "ratio": metrics["perplexity_ratio"],
-                },
-            )
-        else:
-            reporter.event("no evaluation data given; perplexity not measured")
-        timings["evaluating"] = round(time.monotonic() - t0, 3)
-        metrics.update(memory.snapshot())
-
-        # --- exporting: a Hugging Face folder in the job's scratch space (atomic rename).
-        t0 = time.monotonic()
-        reporter.enter("exporting")
-        _check_disk_space(settings, model)
-        dest = settings.work_root / job_id / "artifact"
-        if dest.exists():  # a previous attempt died after exporting: start clean
-            shutil.rmtree(dest)
-        card = render_model_card(
-            base_model=describe_base(spec),
-            method=method_name + (" + kd" if kd_plan is not None else ""),
-            target=target_text(target),
-            params_before=params_before,
-            params_after=params_after,
-            metrics=metrics,
-            ranks=result.ranks or None,
-            job_parameters={"job_id": job_id, **spec},
-            license=base_license(spec),
-            repo_id=(spec.get("output") or {}).get("hub_repo"),
-        )
-        files = export_artifact(
-            model.to("cpu"),
-            tokenizer,
-            dest,
-            model_card=card,
-            lowrank_ranks=result.ranks or None,
-            metadata={"job_id": job_id, "method": method_name, "metrics": metrics},
-        )
-        metrics["artifact_bytes"] = sum(f.size for f in files)
-        timings["exporting"] = round(time.monotonic() - t0, 3)
-
-        # --- storing: into the artifact store (local folder or S3), then the manifest.
-        t0 = time.monotonic()
-        reporter.enter("storing")
-        location = make_store(settings).put_folder(job_id, dest)
-        timings["storing"] = 0.0
-        metrics.update(memory.snapshot())
-
-        def store_manifest(_attempt: int) -> None:
-            # Safe to repeat: record_artifact replaces the manifest, merge_metrics the same keys.
-            with session_scope(reporter.factory) as session:
-                record_artifact(
-                    session,
-                    job_id=job_id,
-                    location=location,
-                    files=[{"path": f.path, "size": f.size, "sha256": f.sha256} for f in files],
-                )
-                timings["storing"] = round(time.monotonic() - t0, 3)
-                # One commit with the manifest: a stored artifact always has its metrics, and a
-                # restarted job that finds it goes straight to publishing.
-                lifecycle.merge_metrics(session, job_id=job_id, metrics=metrics)
-
-        reporter.db_retry(store_manifest, what="artifact manifest")
-        return metrics
+        stored, quotas = reporter.db_retry(read_state, what="artifact and quotas")
+        memory.start()
+        run_stages(ctx, _resume_point(ctx, quotas, stored))
+        return Outcome("succeeded")
+    except Exception as exc:
+        return _outcome(exc, job.id)
     finally:
         memory.stop()
-
-
-def _publish(*, settings: Settings, job: Job, reporter: JobReporter) -> None:
-    """The ``publishing`` stage: push the stored artifact to ``output.hub_repo``."""
-    reporter.enter("publishing")
-    output = job.spec["output"]
-
-    def read_token(_attempt: int) -> str | None:
-        with session_scope(reporter.factory) as session:
-            try:
-                return get_hub_token(session, tenant_id=job.tenant_id, settings=settings)
-            except ValueError as exc:  # a credential encrypted with another key
-                raise PublishError(str(exc)) from None
-
-    token = reporter.db_retry(read_token, what="hub token")
-    if token is None:
-        raise PublishError("no Hugging Face token is set: PUT /v1/credentials/hub")
-    message = output.get("commit_message") or f"slimforge: {job.method} (job {job.id})"
-    store = make_store(settings)
-
-    def read_manifest(_attempt: int) -> tuple[str, list[dict[str, Any]]]:
-        with session_scope(reporter.factory) as session:
-            artifact = session.get(Artifact, job.id)
-            assert artifact is not None  # stored before publishing
-            return artifact.location, list(artifact.files)
-
-    location, files = reporter.db_retry(read_manifest, what="artifact manifest")
-    if isinstance(store, LocalArtifactStore):
-        folder = store.job_dir(location)
-    else:  # fetch it (checking every sha256) to push from a folder
-        folder = settings.work_root / job.id / "publish"
-        shutil.rmtree(folder, ignore_errors=True)
-        store.download(location, files, folder)
-    hub = publish_artifact(
-        folder=folder,
-        output=output,
-        token=token,
-        endpoint=settings.hub_endpoint,
-        commit_message=message,
-        reporter=reporter,
-        attempts=settings.publish_attempts,
-        backoff=settings.publish_backoff_seconds,
-    )
-
-    def record_push(_attempt: int) -> None:
-        with session_scope(reporter.factory) as session:  # safe to repeat: the same key
-            lifecycle.merge_metrics(session, job_id=job.id, metrics={"hub": hub})
-
-    reporter.db_retry(record_push, what="hub metrics")
 
 
 def run_job(
@@ -343,7 +169,6 @@ def run_job(
     alone. A cancelled job's partial artifact is removed; a failure records a clear error.
     """
     owner = owner or default_owner()
-
     job = job_rows.claim_job(
         session_factory=session_factory,
         job_id=job_id,
@@ -368,70 +193,42 @@ def run_job(
         db_retry_seconds=settings.db_retry_seconds,
     )
     reporter.start_heartbeat()
-    status, error, out_of_memory = "succeeded", None, False
     try:
-
-        def read_state(_attempt: int) -> tuple[bool, Quotas]:
-            with session_factory() as session:
-                stored = session.get(Artifact, job_id) is not None
-                return stored, effective_quotas(session, tenant_id=job.tenant_id, settings=settings)
-
-        stored, quotas = reporter.db_retry(read_state, what="artifact and quotas")
-        if stored:  # an earlier attempt got as far as storing: only publishing is left
-            reporter.event("artifact already stored; continuing from there")
-        else:
-            _execute(
-                settings=settings,
-                job_id=job_id,
-                spec=job.spec,
-                reporter=reporter,
-                max_params=quotas.max_model_params,
-            )
-        if (job.spec.get("output") or {}).get("hub_repo"):
-            if (job.metrics or {}).get("hub"):  # pushed before the worker died: not twice
-                reporter.event("already pushed to the Hub", data=job.metrics["hub"])
-            else:
-                _publish(settings=settings, job=job, reporter=reporter)
-    except PublishError as exc:
-        status, error = (
-            "failed",
-            f"{exc}. The artifact is kept: POST /v1/jobs/{job_id}/publish retries the push.",
-        )
-    except LeaseLost:
-        log.warning("job %s: lease lost to another worker; stopping", job_id)
-        return None
-    except (JobTimeLimit, ResourceLimit) as exc:
-        status, error = "failed", str(exc)
-    except Cancelled:
-        status = "cancelled"  # nothing was stored: partial work lives in the scratch folder
-    except UnreachableTargetError as exc:
-        status, error = "failed", str(exc)
-    except (FileNotFoundError, ValueError) as exc:
-        status, error = "failed", str(exc)
-    except Exception as exc:
-        out_of_memory = is_out_of_memory(exc)  # CUDA's OutOfMemoryError or the CPU allocator's
-        if out_of_memory:
-            log.error("job %s ran out of memory: %s", job_id, exc)
-            status, error = "failed", OUT_OF_MEMORY
-        else:
-            log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        outcome = _attempt(job, settings=settings, reporter=reporter)
     finally:
         reporter.stop_heartbeat()
-    if out_of_memory:
+    if outcome.status is None:
+        return None
+    if outcome.error == OUT_OF_MEMORY:
         release_memory()  # the frames that held the model are gone now
+    _end(job_id, outcome, settings=settings, session_factory=session_factory, owner=owner)
+    return outcome.status
+
+
+def _end(
+    job_id: str,
+    outcome: Outcome,
+    *,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    owner: str,
+) -> None:
+    """Record the job's end (and send its webhook, if this worker ended it); remove its
+    scratch folder, whose checkpoints only serve a restart of an unfinished job."""
+    assert outcome.status is not None
     ended = job_rows.finish_job(
         session_factory=session_factory,
         job_id=job_id,
         owner=owner,
-        status=status,
-        error=error,
+        status=outcome.status,
+        error=outcome.error,
         retry_seconds=settings.db_retry_seconds,
     )
     if ended:
         webhooks.emit(
-            settings=settings, session_factory=session_factory, job_id=job_id, event=f"job.{status}"
+            settings=settings,
+            session_factory=session_factory,
+            job_id=job_id,
+            event=f"job.{outcome.status}",
         )
-    # Checkpoints only serve a restart of an unfinished job.
     shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
-    return status

@@ -135,6 +135,62 @@ def _send(
     return response.status_code
 
 
+def _pending(
+    session_factory: sessionmaker[Session], settings: Settings, delivery_id: int
+) -> tuple[str, str, str, str | None] | None:
+    """(url, body, webhook id, signing secret or None) of a pending delivery; None when it is
+    not pending (a redelivered message: already handled)."""
+    with session_factory() as session:
+        row = session.get(WebhookDelivery, delivery_id)
+        if row is None or row.state != "pending":
+            return None
+        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == row.job_id))
+        secret = None
+        if tenant_id is not None:
+            try:
+                secret = service.get_secret(session, tenant_id=tenant_id, settings=settings)
+            except ValueError as exc:  # encrypted with another key
+                log.error("webhook %s: %s", row.webhook_id, exc)
+        return row.url, row.payload, row.webhook_id, secret
+
+
+def _post(
+    url: str,
+    body: str,
+    msg_id: str,
+    secret: str,
+    settings: Settings,
+    http_client: httpx.Client | None,
+) -> tuple[int | None, str | None, bool]:
+    """Send one signed attempt: (HTTP status or None, error or None, whether to retry)."""
+    status_code: int | None = None
+    error: str | None = None
+    retryable = True
+    timestamp = int(time.time())  # per attempt: receivers reject stale timestamps
+    headers = {
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign_webhook(secret, msg_id, timestamp, body),
+    }
+    client = http_client or httpx.Client(follow_redirects=False, trust_env=False)
+    try:
+        status_code = _send(client, url, body, headers, settings)
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except WebhookHostUnresolvable as exc:
+        error = str(exc)
+    except UnsafeWebhookUrl as exc:  # DNS now points somewhere private: never retried
+        error, retryable = str(exc), False
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"[:1000]
+    finally:
+        if http_client is None:
+            client.close()
+    return status_code, error, retryable
+
+
 def deliver(
     session_factory: sessionmaker[Session],
     settings: Settings,
@@ -144,49 +200,18 @@ def deliver(
 ) -> NextAttempt | None:
     """Make one attempt of a pending delivery and record it; returns the next attempt to
     schedule, or None when done (delivered, out of attempts, or nothing to do)."""
-    with session_factory() as session:
-        row = session.get(WebhookDelivery, delivery_id)
-        if row is None or row.state != "pending":  # a redelivered message: already handled
-            return None
-        tenant_id = session.scalar(select(Job.tenant_id).where(Job.id == row.job_id))
-        secret = None
-        if tenant_id is not None:
-            try:
-                secret = service.get_secret(session, tenant_id=tenant_id, settings=settings)
-            except ValueError as exc:  # encrypted with another key
-                log.error("webhook %s: %s", row.webhook_id, exc)
-        url, body, msg_id = row.url, row.payload, row.webhook_id
-
-    status_code: int | None = None
-    error: str | None = None
-    retryable = True
+    pending = _pending(session_factory, settings, delivery_id)
+    if pending is None:
+        return None
+    url, body, msg_id, secret = pending
     started = time.monotonic()
     sent_at = utcnow()
     if secret is None:
-        error, retryable = "no signing secret: create one with POST /v1/webhooks/secret", False
+        status_code: int | None = None
+        error: str | None = "no signing secret: create one with POST /v1/webhooks/secret"
+        retryable = False
     else:
-        timestamp = int(time.time())  # per attempt: receivers reject stale timestamps
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign_webhook(secret, msg_id, timestamp, body),
-        }
-        client = http_client or httpx.Client(follow_redirects=False, trust_env=False)
-        try:
-            status_code = _send(client, url, body, headers, settings)
-            if not 200 <= status_code < 300:
-                error = f"HTTP {status_code}"
-        except WebhookHostUnresolvable as exc:
-            error = str(exc)
-        except UnsafeWebhookUrl as exc:  # DNS now points somewhere private: never retried
-            error, retryable = str(exc), False
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:1000]
-        finally:
-            if http_client is None:
-                client.close()
+        status_code, error, retryable = _post(url, body, msg_id, secret, settings, http_client)
     duration_ms = int((time.monotonic() - started) * 1000)
 
     with session_scope(session_factory) as session:
@@ -195,29 +220,40 @@ def deliver(
             return None
         row.status_code, row.error, row.duration_ms = status_code, error, duration_ms
         row.sent_at, row.finished_at = sent_at, utcnow()
-        delays = settings.webhook_retry_delays
-        if error is None:
-            row.state = "succeeded"
-            return None
-        if not retryable or row.attempt > len(delays):
-            row.state = "failed"
-            log.warning("webhook %s: attempt %d failed, giving up: %s", msg_id, row.attempt, error)
-            return None
-        row.state = "retrying"
-        delay = delays[row.attempt - 1]
-        retry = WebhookDelivery(
-            job_id=row.job_id,
-            event_type=row.event_type,
-            webhook_id=msg_id,
-            url=url,
-            attempt=row.attempt + 1,
-            state="pending",
-            payload=body,
-            scheduled_at=utcnow() + timedelta(seconds=delay),
-        )
-        session.add(retry)
-        session.flush()
-        log.info(
-            "webhook %s: attempt %d failed (%s); retry in %s s", msg_id, row.attempt, error, delay
-        )
-        return NextAttempt(delivery_id=retry.id, delay=delay)
+        return _next_attempt(session, row, settings, error=error, retryable=retryable)
+
+
+def _next_attempt(
+    session: Session,
+    row: WebhookDelivery,
+    settings: Settings,
+    *,
+    error: str | None,
+    retryable: bool,
+) -> NextAttempt | None:
+    """Close the attempt ``row`` (succeeded, failed, or retrying with a new pending row)."""
+    delays = settings.webhook_retry_delays
+    msg_id = row.webhook_id
+    if error is None:
+        row.state = "succeeded"
+        return None
+    if not retryable or row.attempt > len(delays):
+        row.state = "failed"
+        log.warning("webhook %s: attempt %d failed, giving up: %s", msg_id, row.attempt, error)
+        return None
+    row.state = "retrying"
+    delay = delays[row.attempt - 1]
+    retry = WebhookDelivery(
+        job_id=row.job_id,
+        event_type=row.event_type,
+        webhook_id=msg_id,
+        url=row.url,
+        attempt=row.attempt + 1,
+        state="pending",
+        payload=row.payload,
+        scheduled_at=utcnow() + timedelta(seconds=delay),
+    )
+    session.add(retry)
+    session.flush()
+    log.info("webhook %s: attempt %d failed (%s); retry in %s s", msg_id, row.attempt, error, delay)
+    return NextAttempt(delivery_id=retry.id, delay=delay)

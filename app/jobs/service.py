@@ -200,7 +200,11 @@ def submit_job(
             details={"field": "model.trust_remote_code"},
         )
     check_submit_quotas(session, tenant_id=principal.tenant_id, settings=settings)
-    if body.output is not None and session.get(HubCredential, principal.tenant_id) is None:
+    if (
+        body.output
+        and body.output.hub_repo
+        and session.get(HubCredential, principal.tenant_id) is None
+    ):
         raise UnprocessableInput(_NO_TOKEN, details={"field": "output.hub_repo"})
     if body.webhook is not None:
         check_job_webhook(

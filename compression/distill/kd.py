@@ -169,6 +169,25 @@ def _layer_map(n_student: int, n_teacher: int, given: Sequence[int] | None) -> l
     return [round((i + 1) * n_teacher / n_student) - 1 for i in range(n_student)]
 
 
+def _hidden_size(model: nn.Module) -> int | None:
+    size = getattr(getattr(model, "config", None), "hidden_size", None)
+    return size if isinstance(size, int) else None
+
+
+def _check_hidden_pairs(student: nn.Module, teacher: nn.Module, weight: float) -> None:
+    """The hidden-state loss compares each student layer's output with its teacher layer's
+    channel by channel: it needs the same hidden size (a learned projection, as Minitron's
+    paper uses across widths, is not implemented)."""
+    s, t = _hidden_size(student), _hidden_size(teacher)
+    if s is not None and t is not None and s != t:
+        raise ValueError(
+            f"the kd hidden-state loss (distill.hidden_weight = {weight:g}) compares layer "
+            f"outputs of equal width, but the student's hidden size is {s} and the teacher's "
+            f"{t} (the method cut the hidden size): set distill.hidden_weight to 0, or keep "
+            "the hidden size (minitron: leave 'hidden' out of axes)"
+        )
+
+
 def _manifest(
     config: KdConfig, blocks: torch.Tensor, params: list[torch.Tensor], steps: int, batch: int
 ) -> dict[str, Any]:
@@ -199,7 +218,9 @@ def distill_logits(
     same ``blocks``). Batches cycle through the blocks in a seeded order, one AdamW over every
     parameter except the embeddings (``config.train_embeddings``), gradient clipping at 1, warm-up
     then cosine decay, bf16 autocast on CUDA. ``layer_map`` pairs student layers with teacher
-    layers for the hidden-state loss. About 20 progress events carry the loss curve.
+    layers for the hidden-state loss (default: an even spread); a student whose hidden size
+    differs from the teacher's is refused for that loss (ValueError, before any step). About
+    20 progress events carry the loss curve.
 
     With a ``checkpoint``, the training state is saved as it goes, and a run that finds a state
     saved by the same run (a killed job, restarted) goes on from it: the result is the same,
@@ -211,6 +232,8 @@ def distill_logits(
         raise ValueError("the hidden-state loss needs the teacher on the fly (top_k unset)")
     if teacher_cache is not None and teacher_cache.indices.shape[:2] != blocks.shape:
         raise ValueError("teacher_cache does not cover these blocks")
+    if teacher is not None and config.hidden_weight > 0:
+        _check_hidden_pairs(student, teacher, config.hidden_weight)
     reporter = reporter or NullReporter()
     n, seq_len = blocks.shape
     batch = min(config.batch_size, n)

@@ -14,8 +14,17 @@ from slimforge.contract.webhooks import Webhook
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 Stage = Literal[
-    "loading", "calibrating", "compressing", "distilling", "evaluating", "exporting", "storing"
+    "loading",
+    "calibrating",
+    "compressing",
+    "distilling",
+    "evaluating",
+    "exporting",
+    "storing",
+    "publishing",
 ]
+# Precisions an artifact can be saved in (``output.dtype``).
+ArtifactDtype = Literal["float32", "float16", "bfloat16"]
 
 # org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
@@ -113,12 +122,18 @@ HUB_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{
 
 
 class Output(_Input):
-    """Where the artifact goes besides the service's own storage."""
+    """What the artifact is saved as, and where it goes besides the service's own storage."""
 
-    hub_repo: str = Field(
+    hub_repo: str | None = Field(
+        default=None,
         pattern=HUB_REPO_PATTERN,
         description="Hub model repository to push to, 'org/name'; created if missing. Needs "
-        "a token set with PUT /v1/credentials/hub.",
+        "a token set with PUT /v1/credentials/hub. Omit to keep the artifact in the service.",
+    )
+    dtype: ArtifactDtype | None = Field(
+        default=None,
+        description="Precision of the saved weights. Default: the source checkpoint's own "
+        "(a GGUF's dequantised float32), whatever precision the worker computed in.",
     )
     private: bool = Field(default=True, description="Create the repository as private.")
     revision: str = Field(
@@ -134,8 +149,8 @@ class Output(_Input):
 
     @field_validator("hub_repo", "revision")
     @classmethod
-    def _no_double_separators(cls, value: str) -> str:
-        if "--" in value or ".." in value:
+    def _no_double_separators(cls, value: str | None) -> str | None:
+        if value is not None and ("--" in value or ".." in value):
             raise ValueError("'--' and '..' are not allowed in Hub repository ids or revisions")
         return value
 
@@ -174,7 +189,8 @@ class JobCreate(_Input):
         default=None,
         description='Also push the artifact and its model card to the Hub: {"hub_repo": '
         '"org/name"}. A failed push leaves the job failed at stage "publishing" with the '
-        "artifact kept; POST /v1/jobs/{id}/publish retries the push alone.",
+        "artifact kept; POST /v1/jobs/{id}/publish retries the push alone. "
+        '{"dtype": "bfloat16"} saves the weights in another precision than the source\'s.',
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored as is.")
     webhook: Webhook | None = Field(

@@ -81,6 +81,7 @@ def test_push_needs_a_token_and_a_valid_repo(
         "private": True,
         "revision": "main",
         "commit_message": None,
+        "dtype": None,  # the source's precision
     }
     # Only a job that failed while publishing can be published again.
     again = api.post(f"/v1/jobs/{ok.json()['id']}/publish", headers=h)

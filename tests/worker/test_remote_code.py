@@ -94,14 +94,20 @@ def test_remote_code_needs_the_tenants_permission_and_the_flag(
     r = api.post("/v1/jobs", json=body, headers=h)
     assert r.status_code == 202, r.text
     allowed = r.json()["id"]
-    # The worker now runs the model's code: loading, calibration, compression and evaluation
-    # go through; the low-rank export then refuses a class that is not transformers' own (its
-    # remote-code files subclass the transformers class named in the config).
+    # The worker now runs the model's code and loads it; a low-rank artifact of a class that
+    # is not transformers' own (its remote-code files subclass the transformers class named in
+    # the config) could not be exported, so the job fails at loading, before any compression,
+    # with the exporter's own message (issue 15, case 12).
     assert run_job(settings=settings, session_factory=factory, job_id=allowed) == "failed"
     with factory() as session:
         job = session.scalar(select(Job).where(Job.id == allowed))
-        assert job is not None and job.stage == "exporting" and job.error is not None
+        assert job is not None and job.stage == "loading" and job.error is not None
         assert "SfTinyConfig is not a transformers class" in job.error
+    stages = [
+        e["stage"]
+        for e in api.get(f"/v1/jobs/{allowed}/events?limit=1000", headers=h).json()["items"]
+    ]
+    assert "calibrating" not in stages and "exporting" not in stages
 
     with session_scope(factory) as session:  # forbidden again
         set_remote_code(session, tenant_name="acme", allowed=False)

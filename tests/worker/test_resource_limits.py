@@ -118,7 +118,7 @@ def test_out_of_memory_fails_the_job_saying_what_to_change_and_the_worker_goes_o
     monkeypatch: pytest.MonkeyPatch,
     fail,
 ) -> None:
-    from slimforge.worker import runner as job_runner
+    from slimforge.worker.stages import compress as job_runner
 
     h = auth("acme")
     factory = api.app.state.session_factory  # type: ignore[attr-defined]

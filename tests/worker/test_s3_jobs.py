@@ -79,3 +79,37 @@ def test_job_artifact_in_s3_is_served_and_published(
     assert head.status_code == 200 and head.headers["content-length"] == str(weights["size"])
     outside = api.get(url, headers={**h, "Range": f"bytes={weights['size'] + 5}-"})
     assert outside.status_code == 416
+
+
+def test_a_damaged_s3_artifact_is_not_pushed(
+    api: TestClient, auth, settings: Settings, s3, text_files, tmp_path: Path
+) -> None:
+    """Publishing checks every file against the manifest before any upload (issue 15, case 9):
+    from S3 as from the local store."""
+    _, client = s3
+    h = auth()
+    factory = api.app.state.session_factory
+    with running_hub(tmp_path / "hub", token="hf_s3test") as hub:
+        hub_settings = settings.model_copy(update={"hub_endpoint": hub.endpoint})
+        api.put("/v1/credentials/hub", json={"token": "hf_wrong"}, headers=h)
+        body = {
+            "model": {"path": str(save_tiny_llama(tmp_path / "tiny"))},
+            "target": {"ratio": 0.8},
+            "method": {"name": "svd"},
+            "calibration": {"path": str(text_files["calibration"]), "max_tokens": 2048},
+            "output": {"hub_repo": "acme/from-s3"},
+        }
+        job_id = api.post("/v1/jobs", json=body, headers=h).json()["id"]
+        assert run_job(settings=hub_settings, session_factory=factory, job_id=job_id) == "failed"
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket="artifacts")["Contents"]]
+        (config_key,) = [
+            k for k in keys if k.startswith(f"slimforge/{job_id}/") and k.endswith("/config.json")
+        ]
+        client.put_object(Bucket="artifacts", Key=config_key, Body=b"{}")
+        api.put("/v1/credentials/hub", json={"token": "hf_s3test"}, headers=h)
+        assert api.post(f"/v1/jobs/{job_id}/publish", headers=h).status_code == 202
+        assert run_job(settings=hub_settings, session_factory=factory, job_id=job_id) == "failed"
+        job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+        assert job["stage"] == "publishing" and "'config.json'" in job["error"]
+        assert "nothing was pushed" in job["error"]
+        assert "acme/from-s3" not in hub.repos or not hub.commits("acme/from-s3")
