@@ -50,7 +50,10 @@ class JobContext:
     plan: RankPlan | None = None
     blocks: torch.Tensor | None = None  # calibration tokens [n, seq_len]
     eval_blocks: torch.Tensor | None = None  # evaluation tokens [n, seq_len]
-    teacher: DistillPlan | None = None
+    kd_plan: DistillPlan | None = None
+    # A frozen copy of the original model, kept in CPU memory (see worker.kd.TEACHER_HOME) when
+    # the evaluation compares teacher and student or kd trains on the fly.
+    teacher: Any = None
     result: MethodResult | None = None
     files: list[ArtifactFile] = field(default_factory=list)
 

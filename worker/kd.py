@@ -20,7 +20,13 @@ from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.kd import TopK, distill_logits, teacher_topk
 from slimforge.compression.distill.kd_resume import KdCheckpoint
 
-__all__ = ["TEACHER_HOME", "DistillPlan", "prepare_distillation", "run_distillation"]
+__all__ = [
+    "TEACHER_HOME",
+    "DistillPlan",
+    "frozen_copy",
+    "prepare_distillation",
+    "run_distillation",
+]
 
 # Where the teacher copy waits while the method runs. Not the accelerator: a streaming method
 # (lillama) promises that the GPU holds one layer, and any method's peak-memory figure would
@@ -39,17 +45,23 @@ class DistillPlan:
 
 
 def prepare_distillation(
-    model: nn.Module, *, config: KdConfig, blocks: torch.Tensor, home: str = TEACHER_HOME
+    model: nn.Module,
+    *,
+    config: KdConfig,
+    blocks: torch.Tensor,
+    home: str = TEACHER_HOME,
+    teacher: nn.Module | None = None,
 ) -> DistillPlan:
     """Capture the teacher for distilling on ``blocks`` [n, seq_len]: a frozen copy of
-    ``model`` kept on ``home`` (on the fly), or its top-k logits (``config.top_k``; computed
-    where the model is, kept on the CPU)."""
+    ``model`` kept on ``home`` (on the fly; ``teacher`` when one was already made, so the job
+    holds one copy), or its top-k logits (``config.top_k``; computed where the model is, kept
+    on the CPU)."""
     if config.top_k is not None:
         return DistillPlan(config, blocks, None, teacher_topk(model, blocks, k=config.top_k))
-    return DistillPlan(config, blocks, _copy_to(model, home), None)
+    return DistillPlan(config, blocks, teacher or frozen_copy(model, home), None)
 
 
-def _copy_to(model: nn.Module, device: str) -> nn.Module:
+def frozen_copy(model: nn.Module, device: str = TEACHER_HOME) -> nn.Module:
     """A frozen copy of ``model`` whose tensors are made on ``device`` one by one: the model
     stays where it is, and its device never holds a second copy (not even for a moment)."""
     memo: dict[int, Any] = {}

@@ -108,12 +108,47 @@ class TextData(_Input):
 
 
 class EvaluationData(TextData):
+    """Held-out text (teacher and student perplexity, KL(teacher ‖ student) per token, top-1
+    agreement, with 95 % intervals) and/or zero-shot tasks run by lm-evaluation-harness on
+    both models (accuracy, stderr, retention = student / teacher)."""
+
     max_tokens: int = Field(default=16384, ge=64, le=50_000_000)
+    tasks: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="lm-evaluation-harness task (or group) names, e.g. ['hellaswag', "
+        "'arc_easy']. Built-in tasks need Hub access on the worker; offline, name tasks "
+        "defined in `task_folders`. Multiple-choice tasks only.",
+    )
+    task_folders: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Local lm-evaluation-harness task folders (YAML + JSON/JSONL data files) "
+        "under the server's allowed roots, whose tasks `tasks` may name.",
+    )
+    limit: int | None = Field(
+        default=None, ge=1, le=100_000, description="Documents per task (default: all)."
+    )
+
+    @property
+    def has_text(self) -> bool:
+        """Whether held-out text is given (tasks alone need none)."""
+        return self.path is not None or self.dataset is not None
 
     @model_validator(mode="after")
-    def _real_text(self) -> EvaluationData:
+    def _one_source(self) -> EvaluationData:
         if self.synthetic:
             raise ValueError("evaluation needs held-out real text: 'synthetic' is for calibration")
+        if self.path is not None and self.dataset is not None:
+            raise ValueError("give one of 'path' (a local file) or 'dataset' (Hub id), not both")
+        if not self.has_text and not self.tasks:
+            raise ValueError("give held-out text ('path' or 'dataset'), zero-shot 'tasks', or both")
+        if self.task_folders and not self.tasks:
+            raise ValueError("'task_folders' given without 'tasks': name the tasks to run")
+        if self.dataset is not None and not HUB_ID.match(self.dataset):
+            raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
+        if self.seq_len > self.max_tokens:
+            raise ValueError("'seq_len' must not exceed 'max_tokens'")
         return self
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     Gemma2Config,
@@ -260,3 +262,48 @@ def run_isolated(script: str, tmp_path: Path, timeout: int = 120) -> dict[str, A
     marker = "RESULT:"
     assert marker in proc.stdout, f"no {marker} line in:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     return json.loads(proc.stdout.rsplit(marker, 1)[1].strip().splitlines()[0])
+
+
+MC_TASK = "tiny_sums"
+
+
+def mc_task_docs(n: int = 16) -> list[dict[str, Any]]:
+    """Four answers of unrelated lengths per question (so acc and acc_norm differ)."""
+    words = ["red", "a green one", "blue", "pale yellow", "black", "white or grey", "tan", "teal"]
+    docs = []
+    for i in range(n):
+        rng = random.Random(i)
+        docs.append(
+            {
+                "question": f"Q{i}: the colour of item {i} is",
+                "choices": rng.sample(words, 4),
+                "label": rng.randrange(4),
+            }
+        )
+    return docs
+
+
+def write_mc_task(folder: Path, docs: list[dict[str, Any]], **overrides: Any) -> Path:
+    """A local lm-evaluation-harness multiple-choice task (YAML + JSONL) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{overrides.get('task', MC_TASK)}.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    config = {
+        "task": MC_TASK,
+        "dataset_path": "json",
+        # datasets' Arrow cache goes under the folder too: tests leave nothing behind.
+        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(folder / "hf")},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+        **overrides,
+    }
+    (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config))
+    return folder

@@ -8,10 +8,8 @@ log-likelihoods (sum of log-probs of each choice's tokens after the prompt).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import random
 import socket
 from collections.abc import Iterator
 from importlib.metadata import version as package_version
@@ -31,50 +29,9 @@ from torch import nn
 from transformers import PreTrainedTokenizerFast
 
 from slimforge.compression.tasks import run_tasks, task_retention
-from tests.compression.helpers import tiny_llama
+from tests.compression.helpers import MC_TASK, mc_task_docs, tiny_llama, write_mc_task
 
-TASK = "tiny_sums"
-
-
-def _docs(n: int = 16) -> list[dict[str, Any]]:
-    """Four answers of unrelated lengths per question (so acc and acc_norm differ)."""
-    words = ["red", "a green one", "blue", "pale yellow", "black", "white or grey", "tan", "teal"]
-    docs = []
-    for i in range(n):
-        rng = random.Random(i)
-        docs.append(
-            {
-                "question": f"Q{i}: the colour of item {i} is",
-                "choices": rng.sample(words, 4),
-                "label": rng.randrange(4),
-            }
-        )
-    return docs
-
-
-def _write_task(folder: Path, docs: list[dict[str, Any]], **overrides: Any) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{overrides.get('task', TASK)}.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    config = {
-        "task": TASK,
-        "dataset_path": "json",
-        # datasets' Arrow cache goes under tmp_path too: the test leaves nothing behind.
-        "dataset_kwargs": {"data_files": {"test": str(data)}, "cache_dir": str(folder / "hf")},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "{{question}}",
-        "doc_to_choice": "choices",
-        "doc_to_target": "label",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-        "metadata": {"version": 1.0},
-        **overrides,
-    }
-    (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config))
-    return folder
+TASK = MC_TASK
 
 
 @torch.no_grad()
@@ -136,8 +93,8 @@ def test_scores_equal_harness_and_log_likelihoods(
     no_network: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    docs = _docs()
-    folder = _write_task(tmp_path / "tasks", docs)
+    docs = mc_task_docs()
+    folder = write_mc_task(tmp_path / "tasks", docs)
     model = tiny_llama(seed=0).train()  # run_tasks must restore the training flag
 
     score = run_tasks(model, tokenizer, [TASK], include_path=folder, batch_size=4)[TASK]
@@ -175,11 +132,11 @@ def test_scores_equal_harness_and_log_likelihoods(
 def test_retention_per_task_and_group(
     tmp_path: Path, tokenizer: PreTrainedTokenizerFast, no_network: list[str]
 ) -> None:
-    docs, limit = _docs(), 6
+    docs, limit = mc_task_docs(), 6
     parts = {"sums_a": docs[:8], "sums_b": docs[8:]}
     folder = tmp_path / "tasks"
     for name, part in parts.items():
-        _write_task(folder, part, task=name)
+        write_mc_task(folder, part, task=name)
     group = {
         "group": "sums",
         "task": list(parts),
@@ -216,23 +173,23 @@ def test_refuses_what_cannot_run_offline(
     tmp_path: Path, tokenizer: PreTrainedTokenizerFast, no_network: list[str]
 ) -> None:
     model = tiny_llama()
-    local = _write_task(tmp_path / "local", _docs(4))
+    local = write_mc_task(tmp_path / "local", mc_task_docs(4))
     with pytest.raises(ValueError, match="'arc_easy' is not in the local task folders"):
         run_tasks(model, tokenizer, ["arc_easy"], include_path=local)
-    hub = _write_task(tmp_path / "hub", [], dataset_path="allenai/ai2_arc", dataset_kwargs={})
+    hub = write_mc_task(tmp_path / "hub", [], dataset_path="allenai/ai2_arc", dataset_kwargs={})
     with pytest.raises(ValueError, match="loads its data from 'allenai/ai2_arc'"):
         run_tasks(model, tokenizer, [TASK], include_path=hub)
     # A group is checked through its tasks: one local, one on the Hub (another folder).
     (local / "mixed.yaml").write_text(yaml.safe_dump({"group": "mixed", "task": [TASK, "arc"]}))
-    _write_task(tmp_path / "hub2", [], task="arc", dataset_path="allenai/ai2_arc")
+    write_mc_task(tmp_path / "hub2", [], task="arc", dataset_path="allenai/ai2_arc")
     with pytest.raises(ValueError, match="task 'arc' loads its data from 'allenai/ai2_arc'"):
         run_tasks(model, tokenizer, ["mixed"], include_path=[local, tmp_path / "hub2"])
     with pytest.raises(ValueError, match="group 'mixed' lists 'arc', which is no known task"):
         run_tasks(model, tokenizer, ["mixed"], include_path=local)
-    missing = _write_task(tmp_path / "missing", [], dataset_kwargs={"data_files": "gone.jsonl"})
+    missing = write_mc_task(tmp_path / "missing", [], dataset_kwargs={"data_files": "gone.jsonl"})
     with pytest.raises(ValueError, match="not from local files"):
         run_tasks(model, tokenizer, [TASK], include_path=missing)
-    generated = _write_task(tmp_path / "gen", _docs(4), output_type="generate_until")
+    generated = write_mc_task(tmp_path / "gen", mc_task_docs(4), output_type="generate_until")
     with pytest.raises(ValueError, match="output_type 'generate_until'"):
         run_tasks(model, tokenizer, [TASK], include_path=generated)
 
@@ -243,7 +200,7 @@ def test_refuses_config_that_would_retie_weights(
     model = tiny_llama()
     lm_head = model.lm_head.weight.detach().clone() + 1.0
     model.lm_head.weight = nn.Parameter(lm_head)  # config still says tie_word_embeddings
-    folder = _write_task(tmp_path / "tasks", _docs(4))
+    folder = write_mc_task(tmp_path / "tasks", mc_task_docs(4))
     with pytest.raises(ValueError, match=r"ties lm_head\.weight to model\.embed_tokens\.weight"):
         run_tasks(model, tokenizer, [TASK], include_path=folder)
     assert torch.equal(model.lm_head.weight, lm_head)

@@ -49,7 +49,7 @@ def test_while_lillama_runs_the_teacher_waits_in_cpu_memory(
     real = compress_stage.compress
 
     def spy(model: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        ctx_teacher = spy.ctx.teacher.teacher  # type: ignore[attr-defined]
+        ctx_teacher = spy.ctx.kd_plan.teacher  # type: ignore[attr-defined]
         seen.append(
             {
                 "teacher": {p.device.type for p in ctx_teacher.parameters()},

@@ -19,11 +19,11 @@ def layer_map(ctx: JobContext) -> list[int] | None:
 
 
 def run(ctx: JobContext) -> None:
-    assert ctx.teacher is not None  # captured at calibrating
+    assert ctx.kd_plan is not None  # captured at calibrating
     ctx.metrics.update(
         run_distillation(
             ctx.model,
-            ctx.teacher,
+            ctx.kd_plan,
             reporter=ctx.reporter,
             eval_blocks=ctx.eval_blocks,
             layer_map=layer_map(ctx),

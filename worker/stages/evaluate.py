@@ -1,40 +1,100 @@
-"""``evaluating``: the student's perplexity on the held-out text, beside the teacher's.
+"""``evaluating``: how close the student stays to the teacher.
 
-The seam for more evaluation: :data:`EVALUATIONS` lists what runs, each a function of the
-context that adds its own metrics (fidelity to the teacher, such as KL and top-1 agreement,
-or zero-shot tasks, go here as further entries).
+:data:`EVALUATIONS` lists what runs, each a function of the context that adds its own metrics:
+
+- :func:`teacher_fidelity`: teacher and student in one pass over the held-out text
+  (``slimforge.compression.evaluation.fidelity``): both perplexities and their ratio,
+  KL(teacher ‖ student) in nats per token, top-1 agreement, paired-bootstrap 95 % intervals,
+  and the protocol, under ``metrics.fidelity`` (the top-level ``teacher_perplexity``,
+  ``student_perplexity`` and ``perplexity_ratio`` stay for existing readers);
+- :func:`zero_shot_tasks`: lm-evaluation-harness tasks on both models
+  (``slimforge.compression.tasks``): accuracy, stderr and retention under ``metrics.tasks``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from slimforge.compression import perplexity
+from slimforge.compression.evaluation import fidelity
 from slimforge.worker.context import JobContext
 
-__all__ = ["EVALUATIONS", "run", "student_perplexity"]
+__all__ = ["EVALUATIONS", "run", "teacher_fidelity", "zero_shot_tasks"]
 
 
-def student_perplexity(ctx: JobContext) -> None:
-    """``student_perplexity`` and ``perplexity_ratio`` (student / teacher), in the metrics."""
+def teacher_fidelity(ctx: JobContext) -> None:
+    """Perplexities, KL, top-1 agreement and intervals on the evaluation text."""
     if ctx.eval_blocks is None:
-        ctx.reporter.event("no evaluation data given; perplexity not measured")
+        ctx.reporter.event("no evaluation text given; perplexity not measured")
         return
-    metrics = ctx.metrics
-    metrics["student_perplexity"] = perplexity(ctx.model, ctx.eval_blocks, reporter=ctx.reporter)
-    metrics["perplexity_ratio"] = metrics["student_perplexity"] / metrics["teacher_perplexity"]
+    result = fidelity(ctx.teacher, ctx.model, ctx.eval_blocks, reporter=ctx.reporter)
+    found = result.metrics()
+    ctx.metrics["fidelity"] = found
+    ctx.metrics.update(
+        teacher_perplexity=result.teacher_perplexity,
+        student_perplexity=result.student_perplexity,
+        perplexity_ratio=result.perplexity_ratio,
+    )
+    ctx.reporter.event("teacher perplexity", data={"perplexity": result.teacher_perplexity})
     ctx.reporter.event(
         "student perplexity",
-        data={"perplexity": metrics["student_perplexity"], "ratio": metrics["perplexity_ratio"]},
+        data={"perplexity": result.student_perplexity, "ratio": result.perplexity_ratio},
+    )
+    ctx.reporter.event(
+        "fidelity to the teacher",
+        data={
+            key: found.get(key)
+            for key in ("kl_per_token", "top1_agreement", "perplexity_ratio_interval")
+        },
     )
 
 
+def zero_shot_tasks(ctx: JobContext) -> None:
+    """lm-evaluation-harness tasks on teacher and student (the in-memory models)."""
+    evaluation = ctx.request.evaluation
+    if evaluation is None or not evaluation.tasks:
+        return
+    import huggingface_hub.constants as hub
+
+    from slimforge.compression.tasks import task_retention
+
+    ctx.reporter.event("zero-shot tasks started", data={"tasks": evaluation.tasks})
+    found = task_retention(
+        ctx.teacher,
+        ctx.model,
+        ctx.tokenizer,
+        evaluation.tasks,
+        include_path=evaluation.task_folders or None,
+        limit=evaluation.limit,
+        hub_access=not hub.HF_HUB_OFFLINE,
+    )
+    tasks: dict[str, Any] = {}
+    for name, scores in found.items():
+        tasks[name] = {
+            "teacher": _score(scores.teacher),
+            "student": _score(scores.student),
+            "retention": scores.acc_retention,
+            "acc_norm_retention": scores.acc_norm_retention,
+        }
+    ctx.metrics["tasks"] = tasks
+    ctx.reporter.event(
+        "zero-shot tasks",
+        data={name: {"retention": t["retention"]} for name, t in tasks.items()},
+    )
+
+
+def _score(score: Any) -> dict[str, Any]:
+    keys = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n_samples", "version")
+    return {key: getattr(score, key) for key in keys}
+
+
 # Run in order; each adds its own keys to ``ctx.metrics``.
-EVALUATIONS: list[Callable[[JobContext], None]] = [student_perplexity]
+EVALUATIONS: list[Callable[[JobContext], None]] = [teacher_fidelity, zero_shot_tasks]
 
 
 def run(ctx: JobContext) -> None:
     for evaluation in EVALUATIONS:
         evaluation(ctx)
+    ctx.teacher = None  # the teacher copy's last use
     assert ctx.memory is not None
     ctx.metrics.update(ctx.memory.snapshot())
