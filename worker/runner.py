@@ -155,7 +155,7 @@ def _execute(
         reporter.enter("compressing")
         # A method that streams layers gets the model in CPU memory and the accelerator as its
         # compute device: GPU memory then holds one layer and its activations, not the model.
-        streaming = getattr(method, "streams_layers", False) and device != "cpu"
+        streaming = method.streams_layers and device != "cpu"
         if streaming:
             model.to("cpu")
             memory.begin_stage()

@@ -218,7 +218,7 @@ def test_shared_expert_mixtures_fail_with_a_clear_message() -> None:
 
 
 def test_candidate_picking_covers_every_family_of_axes() -> None:
-    from slimforge.compression.methods.minitron import _family, pick_candidates
+    from slimforge.compression.methods.minitron.method import _family, pick_candidates
     from slimforge.compression.pruning.arch import candidate_shapes
     from slimforge.compression.pruning.layout import arch_of
     from tests.compression.test_pruning import random_importance

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from slimforge.compression.calibration import recording_input_grams
-from slimforge.compression.configs import LillamaConfig
 from slimforge.compression.distill.activations import SpillPool
 from slimforge.compression.distill.blockwise import train_block
 from slimforge.compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
@@ -49,22 +48,17 @@ from slimforge.compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from slimforge.compression.methods.base import MethodResult, plan_lowrank, register
-from slimforge.compression.methods.svd import (
-    _lowrank_from,
-    _split_truncated,
-    _whitened_from_s,
-    cholesky_whitener,
-    singular_values,
+from slimforge.compression.methods.factorization.factors import singular_values
+from slimforge.compression.methods.factorization.method import (
+    FactorizationMethod,
+    factorize_module,
 )
+from slimforge.compression.methods.lillama.config import LillamaConfig
+from slimforge.compression.methods.method import MethodResult
 from slimforge.compression.planning import LinearShape, RankPlan, block_index
-from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.progress import Reporter
 
-__all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
-
-
-def _as_config(config: Any) -> LillamaConfig:
-    return config if isinstance(config, LillamaConfig) else LillamaConfig.model_validate(config)
+__all__ = ["LillamaMethod"]
 
 
 def _outputs_and_grams(
@@ -84,28 +78,21 @@ def _outputs_and_grams(
     return y, recorder.result(local)
 
 
-@register("lillama")
-class LillamaMethod:
+class LillamaMethod(FactorizationMethod[LillamaConfig]):
     """Low-rank factors initialised by (whitened) SVD, trained block by block (Lillama)."""
 
-    name = "lillama"
-    config_class = LillamaConfig
     streams_layers = True  # accepts a compute ``device`` apart from where the model lives
 
-    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
-        """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
-        return plan_lowrank(model, _as_config(config), target_params=target_params)
-
-    def run(
+    def _compress(
         self,
         model: nn.Module,
-        config: Any,
+        config: LillamaConfig,
         *,
         blocks: torch.Tensor,
         target_params: int,
-        reporter: Reporter | None = None,
-        workdir: Path | None = None,
-        device: str | torch.device | None = None,
+        reporter: Reporter,
+        workdir: Path | None,
+        device: torch.device | None,
     ) -> MethodResult:
         """Factorise and distil ``model``'s planned Linears in place, layer by layer.
 
@@ -114,11 +101,9 @@ class LillamaMethod:
         of training them again and gives the same result as an uninterrupted run. With
         ``device``, each layer computes there in turn while the model stays where it is.
         """
-        reporter = reporter or NullReporter()
-        config = _as_config(config)
         # Shapes only, before any data: an unreachable target fails at once. With the energy
         # strategy this is the uniform plan (same reachable range); _run measures, then plans.
-        plan = self.plan(model, config, target_params=target_params)
+        plan = self._plan(model, config, target_params)
         if blocks.dim() != 2 or blocks.shape[0] == 0:
             raise ValueError(
                 f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
@@ -143,10 +128,9 @@ class LillamaMethod:
                 None if workdir is None else workdir / "lillama-activations",
             )
             try:
-                stream = None if device is None else torch.device(device)
                 return self._run(
                     model, config, plan, blocks, target_params, reporter, checkpoints, pool,
-                    stream,
+                    device,
                 )  # fmt: skip
             finally:
                 pool.close()
@@ -415,17 +399,16 @@ class LillamaMethod:
 
         whiteners: dict[int, torch.Tensor] = {}  # id(shared Gram) -> S, reused by q/k/v
         for name, short in zip(members, local, strict=True):
-            module, rank = layer.get_submodule(short), plan.ranks[name]
-            weight = dense_weight(module).detach()
+            # No Gram: plain init, or an expert no token was routed to.
             gram = grams.get(short) if config.whitening else None
-            if gram is not None:  # None: plain init, or an expert no token was routed to
-                s = whiteners.get(id(gram))
-                if s is None:
-                    s = whiteners[id(gram)] = cholesky_whitener(gram, config.damping)
-                a, b, _ = _whitened_from_s(weight, s, rank)
-            else:
-                a, b, _ = _split_truncated(weight.to(torch.float64), rank)
-            set_module(layer, short, _lowrank_from(module, a, b, rank))
+            factorize_module(
+                layer,
+                short,
+                plan.ranks[name],
+                gram=gram,
+                damping=config.damping,
+                whiteners=whiteners,
+            )
         del whiteners
 
         # fp32 master weights while training; back to the model's dtype afterwards.
