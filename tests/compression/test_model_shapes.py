@@ -46,7 +46,7 @@ def test_only_the_files_transformers_loads_are_counted(tmp_path: Path) -> None:
     model = tiny_mistral()
     model.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp_path / "consolidated.safetensors"))
     shapes = read_model_shapes(tmp_path, gguf_file=None)
     assert shapes is not None and shapes.total_params == count_parameters(model)
