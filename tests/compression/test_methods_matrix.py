@@ -9,7 +9,8 @@ skipping silently).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,24 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
 RATIO = 0.8
 
 
+@pytest.fixture(scope="module")
+def modules_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One folder for the artifacts' remote code (low-rank models), for the whole module:
+    transformers imports it as the package ``transformers_modules`` once per process, and it
+    must not be the user's Hugging Face cache."""
+    folder = tmp_path_factory.mktemp("hf_modules")
+    loaded = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "transformers_modules"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name in loaded:  # a package imported from another cache folder would shadow ours
+            patch.delitem(sys.modules, name)
+        patch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(folder))
+        patch.syspath_prepend(str(folder))
+        yield folder
+    for name in [n for n in sys.modules if n.split(".")[0] == "transformers_modules"]:
+        del sys.modules[name]
+    sys.modules.update(loaded)
+
+
 def _cases() -> list[Any]:
     cases = []
     for spec in method_specs():
@@ -77,7 +96,7 @@ def test_method_on_architecture(
     unsupported: str | None,
     tmp_path: Path,
     tokenizer: PreTrainedTokenizerFast,
-    monkeypatch: pytest.MonkeyPatch,
+    modules_cache: Path,
 ) -> None:
     model = ARCHITECTURES[arch]()
     config = _config(method)
@@ -99,9 +118,6 @@ def test_method_on_architecture(
     lowrank = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     dest = tmp_path / f"{method}-{arch}"  # a distinct dynamic-module name per case
     export_artifact(model, tokenizer, dest, model_card="test", lowrank_ranks=lowrank or None)
-    # Remote code (low-rank artifacts) is cached under tmp_path, not the user's HF cache.
-    monkeypatch.setattr(dynamic_module_utils, "HF_MODULES_CACHE", str(tmp_path / "modules"))
-    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
     reloaded = AutoModelForCausalLM.from_pretrained(dest, trust_remote_code=bool(lowrank)).eval()
     assert count_parameters(reloaded) == result.params_after
     with torch.no_grad():

@@ -21,14 +21,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimforge.compression.calibration import recording_input_grams
 from slimforge.compression.distill.activations import SpillPool
 from slimforge.compression.distill.blockwise import train_block
 from slimforge.compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
@@ -48,34 +46,17 @@ from slimforge.compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from slimforge.compression.methods.factorization.factors import singular_values
 from slimforge.compression.methods.factorization.method import (
     FactorizationMethod,
     factorize_module,
 )
 from slimforge.compression.methods.lillama.config import LillamaConfig
+from slimforge.compression.methods.lillama.spectra import measure_spectra, outputs_and_grams
 from slimforge.compression.methods.method import MethodResult
-from slimforge.compression.planning import LinearShape, RankPlan, block_index
+from slimforge.compression.planning import RankPlan, block_index
 from slimforge.compression.progress import Reporter
 
 __all__ = ["LillamaMethod"]
-
-
-def _outputs_and_grams(
-    layer: nn.Module,
-    local: list[str],
-    x: Activations,
-    contexts: list[Context],
-    pool: SpillPool,
-) -> tuple[Activations, dict[str, torch.Tensor]]:
-    """The layer's outputs for every batch and the input Grams of its modules ``local``, from
-    one pass (a batch at a time, so spilled inputs stay on disk)."""
-    with recording_input_grams(layer, local) as recorder:
-        y = pool.new()
-        for xb, ctx in zip(x, contexts, strict=True):
-            y.append(propagate(layer, [xb], [ctx])[0])
-            recorder.end_batch()
-    return y, recorder.result(local)
 
 
 class LillamaMethod(FactorizationMethod[LillamaConfig]):
@@ -164,7 +145,7 @@ class LillamaMethod(FactorizationMethod[LillamaConfig]):
             inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
             if stream is not None:
                 contexts = contexts_on(contexts, stream)
-            spectra = self._spectra(
+            spectra = measure_spectra(
                 config, shapes, prefix, layers, inputs, contexts, reporter, pool, stream
             )
             plan = config.plan(
@@ -259,76 +240,6 @@ class LillamaMethod(FactorizationMethod[LillamaConfig]):
             details=details,
         )
 
-    @torch.no_grad()
-    def _spectra(
-        self,
-        config: LillamaConfig,
-        shapes: Sequence[LinearShape],
-        prefix: str,
-        layers: nn.ModuleList,
-        inputs: Activations,
-        contexts: list[Context],
-        reporter: Reporter,
-        pool: SpillPool,
-        stream: torch.device | None,
-    ) -> dict[str, list[float]]:
-        """Singular values of every candidate's (whitened) weight, from a teacher pass that
-        streams the layers like the training pass does (one layer's activations at a time)."""
-        by_layer: dict[int, list[str]] = {}
-        for s in shapes:
-            idx = block_index(s.name.removeprefix(prefix + "."))
-            assert idx is not None
-            by_layer.setdefault(idx, []).append(s.name)
-        spectra: dict[str, list[float]] = {}
-        x = inputs
-        last = max(by_layer)
-        for i in range(last + 1):
-            reporter.check_cancelled()
-            layer, members = layers[i], by_layer.get(i, [])
-            local = [n.removeprefix(f"{prefix}.{i}.") for n in members]
-            with placed(layer, stream):
-                x, layer_spectra = self._layer_spectra(
-                    config, layer, members, local, x, contexts, pool, last_layer=i == last
-                )
-            spectra.update(layer_spectra)
-            reporter.event(
-                f"measured block {prefix}.{i}",
-                data={"index": i + 1, "total": last + 1, "modules": len(members)},
-            )
-        return spectra
-
-    @staticmethod
-    def _layer_spectra(
-        config: LillamaConfig,
-        layer: nn.Module,
-        members: list[str],
-        local: list[str],
-        x: Activations,
-        contexts: list[Context],
-        pool: SpillPool,
-        *,
-        last_layer: bool,
-    ) -> tuple[Activations, dict[str, list[float]]]:
-        """One layer of the spectra pass: (its outputs, its members' singular values)."""
-        grams = None
-        y: Activations
-        if members and config.whitening:
-            y, by_local = _outputs_and_grams(layer, local, x, contexts, pool)
-            grams = {
-                n: by_local[short]
-                for n, short in zip(members, local, strict=True)
-                if short in by_local
-            }
-        elif not last_layer:
-            y = propagate(layer, x, contexts, pool)
-        else:  # nothing above needs this layer's output
-            y = x
-        weights = {
-            n: dense_weight(layer.get_submodule(short))
-            for n, short in zip(members, local, strict=True)
-        }
-        return y, singular_values(weights, grams, config.damping)
-
     def _resume_layer(
         self,
         checkpoints: BlockCheckpoints,
@@ -393,7 +304,7 @@ class LillamaMethod(FactorizationMethod[LillamaConfig]):
         local = [n.removeprefix(block + ".") for n in members]
         grams: dict[str, torch.Tensor] = {}
         if config.whitening:
-            y, grams = _outputs_and_grams(layer, local, x_t, contexts, pool)
+            y, grams = outputs_and_grams(layer, local, x_t, contexts, pool)
         else:
             y = propagate(layer, x_t, contexts, pool)
 
