@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
 from slimforge.compression.lowrank import count_parameters
 from tests.app.test_jobs_api import body
-from tests.compression.helpers import VOCAB, char_tokenizer, tiny_llama
+from tests.compression.helpers import VOCAB, char_tokenizer, save_consolidated, tiny_llama
 from tests.tiny import save_tiny_llama
 
 
@@ -54,8 +53,7 @@ def test_only_the_files_transformers_loads_are_counted(
     folder = tmp_path / "sharded"
     model.save_pretrained(folder, max_shard_size="20KB")
     char_tokenizer().save_pretrained(folder)
-    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(folder / "consolidated.safetensors"))
+    save_consolidated(model, folder / "consolidated.safetensors")
     n = count_parameters(model)
     error = _refused(_submit(api, auth, text_files, folder, target={"params": 1000}), "target")
     assert error["details"]["model_params"] == n

@@ -12,7 +12,13 @@ from transformers import AutoModelForCausalLM
 from slimforge.compression.configs import DEFAULT_TARGET_MODULES
 from slimforge.compression.lowrank import count_parameters, linear_shapes
 from slimforge.compression.model_shapes import read_model_shapes, weight_files
-from tests.compression.helpers import tiny_gpt2, tiny_llama, tiny_mistral, tiny_qwen2
+from tests.compression.helpers import (
+    save_consolidated,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_mistral,
+    tiny_qwen2,
+)
 
 
 def _by_name(shapes):
@@ -41,13 +47,11 @@ def test_unknown_formats(tmp_path: Path) -> None:
 def test_only_the_files_transformers_loads_are_counted(tmp_path: Path) -> None:
     """Shards named by the index's weight_map are read; a consolidated.safetensors beside them
     (as Mistral's repos ship) is ignored, as transformers ignores it (issue 15, case 2)."""
-    from safetensors.torch import save_file
 
     model = tiny_mistral()
     model.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
-    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp_path / "consolidated.safetensors"))
+    save_consolidated(model, tmp_path / "consolidated.safetensors")
     shapes = read_model_shapes(tmp_path, gguf_file=None)
     assert shapes is not None and shapes.total_params == count_parameters(model)
     files = weight_files(tmp_path, gguf_file=None)
