@@ -40,14 +40,16 @@ class SlimforgeLowRankConfig(PretrainedConfig):
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         base = config_dict.get("slimforge_base_model_type")
-        if base in CONFIG_MAPPING:
-            return _on_base(CONFIG_MAPPING[base]).from_dict(config_dict, **kwargs)
+        if isinstance(base, str) and base in CONFIG_MAPPING:
+            return _on_base(base).from_dict(config_dict, **kwargs)
         return super().from_dict(config_dict, **kwargs)
 
 
 @functools.cache
-def _on_base(base: type[PretrainedConfig]) -> type[PretrainedConfig]:
-    """``base`` (``LlamaConfig`` …) under the low-rank model type, built once per base."""
+def _on_base(model_type: str) -> type[PretrainedConfig]:
+    """The configuration class of ``model_type`` (``LlamaConfig`` …) under the low-rank model
+    type, built once per base."""
+    base = CONFIG_MAPPING[model_type]
     name = f"SlimforgeLowRank{base.__name__}"
     return type(name, (base,), {"model_type": LOWRANK_MODEL_TYPE, "__module__": __name__})
 
