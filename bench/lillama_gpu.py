@@ -28,7 +28,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from slimforge.compression import compress, count_parameters, resolve_target
 from slimforge.compression.configs import LillamaConfig
 from slimforge.compression.distill.blockwise import train_block
-from slimforge.compression.methods.lillama import capture_layer_inputs
+from slimforge.compression.distill.streaming import capture_layer_inputs
 
 # TinyLlama-1.1B's shape: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads.
 SHAPE_1B = {

@@ -5,9 +5,9 @@ Usable without the service::
     from slimforge.compression import LillamaConfig, ModelSource, SvdConfig, compress, load_model
 
 Importing this package imports no torch: the names below are loaded on first use, so the API
-can import ``slimforge.compression.configs`` / ``slimforge.compression.planning`` /
-``slimforge.compression.progress``
-(all torch-free) without pulling in the ML stack.
+can import ``slimforge.compression.configs`` / ``slimforge.compression.methods`` (the registry)
+/ ``slimforge.compression.planning`` / ``slimforge.compression.progress`` /
+``slimforge.compression.model_shapes`` (all torch-free) without pulling in the ML stack.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ _EXPORTS = {
     "LinearShape": "slimforge.compression.planning",
     "LowRankLinear": "slimforge.compression.lowrank",
     "MethodConfig": "slimforge.compression.configs",
-    "MethodResult": "slimforge.compression.methods.base",
+    "MethodResult": "slimforge.compression.methods.method",
     "ModelSource": "slimforge.compression.loading",
     "NullReporter": "slimforge.compression.progress",
     "RankPlan": "slimforge.compression.planning",
@@ -37,7 +37,7 @@ _EXPORTS = {
     "artifact_size": "slimforge.compression.evaluation",
     "available_methods": "slimforge.compression.methods",
     "collect_input_grams": "slimforge.compression.calibration",
-    "compress": "slimforge.compression.core",
+    "compress": "slimforge.compression.methods.method",
     "count_parameters": "slimforge.compression.lowrank",
     "export_artifact": "slimforge.compression.export",
     "fidelity": "slimforge.compression.evaluation",
@@ -112,7 +112,6 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static names for type checkers and IDEs
     from slimforge.compression.calibration import collect_input_grams
     from slimforge.compression.configs import LillamaConfig, MethodConfig, SvdConfig
-    from slimforge.compression.core import compress
     from slimforge.compression.data import TextSource, load_texts, token_blocks
     from slimforge.compression.evaluation import (
         EvaluationProtocol,
@@ -133,7 +132,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         linear_shapes,
     )
     from slimforge.compression.methods import available_methods, get_method
-    from slimforge.compression.methods.base import MethodResult
+    from slimforge.compression.methods.method import MethodResult, compress
     from slimforge.compression.model_card import render_model_card
     from slimforge.compression.planning import (
         LinearShape,

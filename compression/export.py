@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 
 from slimforge.compression.lowrank import LowRankLinear
+from slimforge.compression.lowrank_auto import LOWRANK_MODEL_TYPE, register_lowrank_config
 from slimforge.compression.moe import Expert, SplitExperts
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 _TEMPLATES = Path(__file__).parent / "templates"
 CONFIG_FILE = "configuration_slimforge_lowrank.py"
 MODELING_FILE = "modeling_slimforge_lowrank.py"
-LOWRANK_MODEL_TYPE = "slimforge_lowrank"
+register_lowrank_config()  # artifacts written here read back silently in this process
 
 
 @dataclass(frozen=True)

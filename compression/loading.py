@@ -10,7 +10,11 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from slimforge.compression.lowrank_auto import register_lowrank_config
+
 __all__ = ["ModelSource", "RemoteCodeRequired", "load_model"]
+
+register_lowrank_config()  # low-rank artifacts as inputs: their config reads without a warning
 
 
 class RemoteCodeRequired(ValueError):

@@ -58,6 +58,7 @@ class UnreachableTargetError(ValueError):
         method: str = "svd",
         closest_params: int | None = None,
         hint: str = "use a smaller rank_multiple for finer steps",
+        reason: str | None = None,
     ) -> None:
         self.target_params = target_params
         self.min_params = min_params
@@ -75,6 +76,8 @@ class UnreachableTargetError(ValueError):
         if closest_params is not None:
             # Inside the range but between two achievable counts (coarse rank steps).
             message += f"; the closest achievable count is {closest_params:,} ({hint})"
+        if reason is not None:  # why the range is what it is (a constraint of the job)
+            message += f"; {reason}"
         super().__init__(message)
 
 

@@ -5,12 +5,10 @@ Keyword-only functions that take the session; the routers and the worker share t
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -28,16 +26,12 @@ from slimforge.app.errors import (
     ServiceUnavailable,
     UnprocessableInput,
 )
+from slimforge.app.jobs.model_checks import check_job_against_model
 from slimforge.app.jobs.models import Job, JobEvent
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
 from slimforge.app.paths import resolve_local_path
 from slimforge.app.settings import Settings
 from slimforge.app.webhooks.service import check_job_webhook, create_deliveries
-from slimforge.compression.checkpoint_shapes import CheckpointShapes, read_checkpoint_shapes
-from slimforge.compression.configs import MinitronConfig
-from slimforge.compression.planning import UnreachableTargetError, resolve_target
-from slimforge.compression.pruning.arch import arch_from_config
-from slimforge.compression.pruning.search import search_space
 from slimforge.contract.jobs import TERMINAL_STATUSES, EventOut, JobCreate, JobOut
 
 log = logging.getLogger("slimforge.api")
@@ -65,9 +59,11 @@ def _request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
-    """The job body with local paths checked and made absolute for the worker."""
+def _resolved_spec(settings: Settings, body: JobCreate) -> tuple[dict[str, Any], int | None]:
+    """The job body with local paths checked and made absolute for the worker, and the local
+    model's parameter count (None: a Hub model, or one not readable without loading it)."""
     spec = body.model_dump(mode="json")
+    params = None
     if body.model.path is not None:
         folder = resolve_local_path(settings, body.model.path, field="model.path")
         if body.model.gguf_file is not None:
@@ -81,89 +77,12 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
                 details={"field": "model.path"},
             )
         spec["model"]["path"] = str(folder)
-        _check_target(body, folder)
+        params = check_job_against_model(body, folder)
     for name in ("calibration", "evaluation"):
         data = getattr(body, name)
         if data is not None and data.path is not None:
             spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
-    return spec
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_shapes(
-    folder: str, gguf_file: str | None, targets: tuple[str, ...], stamp: tuple[int, int]
-) -> CheckpointShapes | None:
-    # ``stamp`` (size, mtime) of the weights file makes a replaced checkpoint a cache miss.
-    return read_checkpoint_shapes(Path(folder), gguf_file=gguf_file, target_modules=targets)
-
-
-def _check_target(body: JobCreate, folder: Path) -> None:
-    """Refuse an unreachable target at submit time when the local checkpoint can be read.
-
-    Models the reader does not understand (and Hub models) are checked by the worker when it
-    loads them, before any calibration.
-    """
-    method = body.method
-    targets = () if isinstance(method, MinitronConfig) else tuple(method.target_modules)
-    weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
-    stat = weights.stat()
-    try:
-        shapes = _cached_shapes(
-            str(folder), body.model.gguf_file, targets, (stat.st_size, stat.st_mtime_ns)
-        )
-    except Exception as exc:  # unreadable here: leave the verdict to the worker
-        log.info("could not read shapes of %s: %s", folder, exc)
-        return
-    if shapes is None:
-        return
-    target = resolve_target(shapes.total_params, params=body.target.params, ratio=body.target.ratio)
-    try:
-        if isinstance(method, MinitronConfig):
-            if body.model.gguf_file is None:
-                _check_minitron(method, folder, shapes.total_params, target)
-        elif shapes.linears:
-            method.plan(shapes.linears, total_params=shapes.total_params, target_params=target)
-    except UnreachableTargetError as exc:
-        details: dict[str, Any] = {
-            "field": "target",
-            "model_params": shapes.total_params,
-            "target_params": exc.target_params,
-            "min_params": exc.min_params,
-            "max_params": exc.max_params,
-        }
-        if exc.closest_params is not None:
-            details["closest_params"] = exc.closest_params
-        raise UnprocessableInput(str(exc), details=details) from None
-
-
-def _check_minitron(method: MinitronConfig, folder: Path, total: int, target: int) -> None:
-    """Run minitron's shape search on the shape config.json describes (when it accounts for
-    every parameter of the checkpoint); raises UnreachableTargetError like the worker would."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    arch = arch_from_config(config, total) if isinstance(config, dict) else None
-    if arch is not None:
-        search_space(arch, method, target_params=target)
-
-
-def _local_params(body: JobCreate, spec: dict[str, Any]) -> int | None:
-    """The local checkpoint's parameter count, when readable (``_check_target`` cached it)."""
-    if body.model.path is None:
-        return None
-    method = body.method
-    targets = () if isinstance(method, MinitronConfig) else tuple(method.target_modules)
-    folder = Path(spec["model"]["path"])
-    weights = folder / body.model.gguf_file if body.model.gguf_file else folder / "config.json"
-    stat = weights.stat()
-    try:
-        shapes = _cached_shapes(
-            str(folder), body.model.gguf_file, targets, (stat.st_size, stat.st_mtime_ns)
-        )
-    except Exception:  # unreadable here: the worker checks after loading
-        return None
-    return None if shapes is None else shapes.total_params
+    return spec, params
 
 
 def submit_job(
@@ -210,10 +129,8 @@ def submit_job(
         check_job_webhook(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
-    spec = _resolved_spec(settings, body)
-    check_model_size(
-        session, tenant_id=principal.tenant_id, settings=settings, params=_local_params(body, spec)
-    )
+    spec, params = _resolved_spec(settings, body)
+    check_model_size(session, tenant_id=principal.tenant_id, settings=settings, params=params)
     job = Job(
         tenant_id=principal.tenant_id,
         status="queued",

@@ -1,30 +1,32 @@
-"""Method parameters as pydantic models, one per method, discriminated by ``name``.
+"""Every parameter model of the library, torch-free: the registered methods' and the ``kd``
+stage's.
 
-This package imports no torch: the API validates job bodies and documents each method's JSON
-schema from these classes without loading any ML code. The implementations live in
-``compression/methods/<name>.py`` and are registered under the same names.
+The method classes live in their method folders (``compression/methods/<name>/config.py``) and
+register there; this package gathers them for callers that validate job bodies
+(``MethodConfig``, the discriminated union built from the registry) and for the catalogue
+(``method_descriptions``). Nothing here is kept in step by hand.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import TYPE_CHECKING
 
-from pydantic import Field
-
-from slimforge.compression.configs.base import _MethodBase
 from slimforge.compression.configs.kd import KdConfig
-from slimforge.compression.configs.lowrank import (
+from slimforge.compression.methods import method_config_union, method_descriptions, method_specs
+from slimforge.compression.methods.factorization.config import (
     DEFAULT_TARGET_MODULES,
-    LILLAMA_DEFAULT_LR,
-    LillamaConfig,
-    SvdConfig,
+    FactorizationConfig,
 )
-from slimforge.compression.configs.minitron import MinitronConfig, PinnedShape, PruningAxis
+from slimforge.compression.methods.lillama.config import LILLAMA_DEFAULT_LR, LillamaConfig
+from slimforge.compression.methods.minitron.config import MinitronConfig, PinnedShape, PruningAxis
+from slimforge.compression.methods.svd.config import SvdConfig
+from slimforge.compression.parameters import MethodParameters
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
     "LILLAMA_DEFAULT_LR",
     "METHOD_CONFIGS",
+    "FactorizationConfig",
     "KdConfig",
     "LillamaConfig",
     "MethodConfig",
@@ -35,31 +37,12 @@ __all__ = [
     "method_descriptions",
 ]
 
-# Registry of parameter schemas by method name. A new method adds its class here and to the
-# union below; ``slimforge.compression.methods`` registers the implementation under the same name.
-METHOD_CONFIGS: dict[str, type[_MethodBase]] = {
-    "svd": SvdConfig,
-    "lillama": LillamaConfig,
-    "minitron": MinitronConfig,
+# Parameter class by method name, read from the registry.
+METHOD_CONFIGS: dict[str, type[MethodParameters]] = {
+    spec.name: spec.config_class for spec in method_specs()
 }
 
-MethodConfig = Annotated[
-    Union[SvdConfig, LillamaConfig, MinitronConfig],  # noqa: UP007
-    Field(discriminator="name"),
-]
-
-
-def method_descriptions() -> list[dict[str, object]]:
-    """Name, one-line description, full description and JSON schema of every method."""
-    out: list[dict[str, object]] = []
-    for name, cls in METHOD_CONFIGS.items():
-        doc = (cls.__doc__ or "").strip()
-        out.append(
-            {
-                "name": name,
-                "summary": doc.splitlines()[0] if doc else name,
-                "description": doc,
-                "parameters_schema": cls.model_json_schema(),
-            }
-        )
-    return out
+if TYPE_CHECKING:  # the union's members are only known at run time
+    MethodConfig = MethodParameters
+else:
+    MethodConfig = method_config_union()

@@ -6,12 +6,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from slimforge.compression.configs.base import _MethodBase
+from slimforge.compression.model_shapes import ModelShapes
+from slimforge.compression.parameters import ParameterConflict, Parameters
 
 __all__ = ["KdConfig"]
 
 
-class KdConfig(_MethodBase):
+class KdConfig(Parameters):
     """Logit knowledge distillation (Minitron's recipe), a stage after any method.
 
     The compressed student is trained end to end to match the original model's next-token
@@ -85,3 +86,15 @@ class KdConfig(_MethodBase):
                 "not keep: unset one of them"
             )
         return self
+
+    def check_model(self, shapes: ModelShapes) -> None:
+        """``top_k`` keeps at most the model's vocabulary (``ParameterConflict`` otherwise)."""
+        vocab = shapes.vocab_size
+        if self.top_k is not None and vocab is not None and self.top_k > vocab:
+            raise ParameterConflict(
+                "top_k",
+                value=self.top_k,
+                model_value=vocab,
+                working_value=min(vocab, 64),
+                reason=f"the model scores only {vocab} tokens (vocab_size)",
+            )

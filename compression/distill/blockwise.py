@@ -1,7 +1,7 @@
 """Train one decoder block's low-rank factors to reproduce the teacher block's outputs.
 
 Pure functions over tensors and modules: no model walking, no reporting policy. The caller
-(``compression/methods/lillama.py``) owns the layer-by-layer streaming.
+(``compression/methods/lillama/method.py``) owns the layer-by-layer streaming.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["AXES", "Arch", "Candidate", "arch_from_config", "candidate_shapes"]
+__all__ = ["AXES", "Arch", "Candidate", "arch_from_config", "axis_widths", "candidate_shapes"]
 
 # The axes pruning can shrink, in the order the families of shapes are described.
 AXES = ("depth", "heads", "mlp", "hidden", "experts")
@@ -93,7 +93,7 @@ class Candidate:
         return {**out, "params": self.params, "target_error": round(self.error, 6)}
 
 
-def _widths(full: int, multiple: int, allowed: bool, floor: int) -> list[int]:
+def axis_widths(full: int, multiple: int, allowed: bool, floor: int) -> list[int]:
     """``full`` and every multiple of ``multiple`` below it down to ``floor`` (if allowed)."""
     if not allowed:
         return [full]
@@ -128,7 +128,7 @@ def candidate_shapes(
     unknown = axes - set(AXES)
     if unknown:
         raise ValueError(f"unknown pruning axes {sorted(unknown)}")
-    hiddens = _widths(arch.hidden, hidden_multiple, "hidden" in axes, arch.hidden // 4)
+    hiddens = axis_widths(arch.hidden, hidden_multiple, "hidden" in axes, arch.hidden // 4)
     groups = range(arch.heads_per_group, 0, -1) if "heads" in axes else [arch.heads_per_group]
     depths = range(arch.layers, min_layers - 1, -1) if "depth" in axes else [arch.layers]
     experts = [arch.experts]

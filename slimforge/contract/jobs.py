@@ -8,7 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from slimforge.compression.configs import METHOD_CONFIGS, KdConfig, MethodConfig
+from slimforge.compression.configs import KdConfig, MethodConfig
+from slimforge.compression.methods import available_methods
 from slimforge.contract.webhooks import Webhook
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -194,14 +195,11 @@ def _check_method(value: Any) -> Any:
     """Turn an unknown method name into a message that lists the available ones."""
     if isinstance(value, dict):
         name = value.get("name")
+        known = available_methods()
         if name is None:
-            raise ValueError(
-                f"'method.name' is required; available methods: {sorted(METHOD_CONFIGS)}"
-            )
-        if name not in METHOD_CONFIGS:
-            raise ValueError(
-                f"unknown method '{name}'; available methods: {', '.join(sorted(METHOD_CONFIGS))}"
-            )
+            raise ValueError(f"'method.name' is required; available methods: {known}")
+        if name not in known:
+            raise ValueError(f"unknown method '{name}'; available methods: {', '.join(known)}")
     return value
 
 

@@ -289,10 +289,10 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
     depth_only = {"name": "minitron", "axes": ["depth"]}
     r = api.post(
         "/v1/jobs",
-        json=body(text_files, model={"path": str(model)}, method=depth_only),
+        json=body(text_files, model={"path": str(model)}, method=depth_only, target={"ratio": 0.6}),
         headers=auth(),
     )
-    # Whole layers of a 4-layer model cannot land within 1 % of -20 %.
+    # Whole layers of a 4-layer model cannot land within 1 % of -40 %.
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert "closest achievable" in error["message"] and "'mlp' axis" in error["message"]

@@ -307,3 +307,33 @@ def write_mc_task(folder: Path, docs: list[dict[str, Any]], **overrides: Any) ->
     }
     (folder / f"{config['task']}.yaml").write_text(yaml.safe_dump(config))
     return folder
+
+
+# transformers' Llama/Mistral module names -> the names of Mistral's own consolidated format.
+_MISTRAL_NAMES = (
+    ("model.", ""),
+    ("self_attn.q_proj", "attention.wq"),
+    ("self_attn.k_proj", "attention.wk"),
+    ("self_attn.v_proj", "attention.wv"),
+    ("self_attn.o_proj", "attention.wo"),
+    ("mlp.gate_proj", "feed_forward.w1"),
+    ("mlp.down_proj", "feed_forward.w2"),
+    ("mlp.up_proj", "feed_forward.w3"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("input_layernorm", "attention_norm"),
+    ("embed_tokens", "tok_embeddings"),
+    ("lm_head", "output"),
+)
+
+
+def save_consolidated(model: torch.nn.Module, path: Path) -> None:
+    """Every weight again under Mistral's own names, as ``consolidated.safetensors`` beside the
+    Hugging Face files of Mistral's repositories (which transformers does not load)."""
+    from safetensors.torch import save_file
+
+    state = {}
+    for name, tensor in model.state_dict().items():
+        for old, new in _MISTRAL_NAMES:
+            name = name.replace(old, new)
+        state[name] = tensor.clone().contiguous()
+    save_file(state, str(path))

@@ -177,3 +177,36 @@ def test_remote_code_embeds_the_library_class_source() -> None:
     compile(modeling, "modeling_slimforge_lowrank.py", "exec")
     # The library's class is injected verbatim: the same maths by construction, no second copy.
     assert inspect.getsource(LowRankLinear) in modeling
+
+
+def test_a_lowrank_artifact_reads_back_without_warnings(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """Reading a low-rank artifact's config and tokenizer without trust_remote_code raised
+    transformers' trust prompt and "You are using a model of type `slimforge_lowrank` to
+    instantiate a model of type ``" (issue 15, case 14): the model type is registered."""
+    import logging
+    import warnings
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    model, result = compress_tiny(tiny_llama)
+    dest = tmp_path / "artifact"
+    export_artifact(model, tokenizer, dest, model_card="x", lowrank_ranks=result.ranks)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = AutoConfig.from_pretrained(dest)
+            loaded = AutoTokenizer.from_pretrained(dest)
+    finally:
+        logger.removeHandler(handler)
+    assert config.model_type == "slimforge_lowrank" and config.lowrank_ranks == result.ranks
+    assert loaded("ab")["input_ids"] == tokenizer("ab")["input_ids"]
+    messages = [r.getMessage() for r in records if r.levelno >= logging.WARNING]
+    messages += [str(w.message) for w in caught]
+    assert not [m for m in messages if "slimforge_lowrank" in m or "custom code" in m], messages

@@ -18,11 +18,11 @@ from slimforge.compression.distill.blockwise import (
     run_block,
     train_block,
 )
+from slimforge.compression.distill.streaming import capture_layer_inputs, decoder_layers
 from slimforge.compression.export import export_artifact
 from slimforge.compression.lowrank import LowRankLinear, count_parameters, find_linears
 from slimforge.compression.methods import available_methods, get_method
-from slimforge.compression.methods.lillama import capture_layer_inputs, decoder_layers
-from slimforge.compression.methods.svd import whitened_factors
+from slimforge.compression.methods.factorization.factors import whitened_factors
 from slimforge.compression.planning import UnreachableTargetError, block_index, resolve_target
 from slimforge.compression.progress import Cancelled, RecordingReporter
 from tests.compression.helpers import (

@@ -14,7 +14,11 @@ from slimforge.compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from slimforge.compression.methods.svd import cholesky_whitener, plain_factors, whitened_factors
+from slimforge.compression.methods.factorization.factors import (
+    cholesky_whitener,
+    plain_factors,
+    whitened_factors,
+)
 from tests.compression.helpers import tiny_gpt2, tiny_llama, tiny_qwen2
 
 F64 = torch.float64

@@ -184,15 +184,44 @@ def test_pinned_shape_and_depth_only() -> None:
     config = MinitronConfig(**FINE, shape={"num_hidden_layers": 3})
     result = compress(model, config, blocks=blocks, target_params=int(total * 0.7))
     assert model.config.num_hidden_layers == 3 and len(result.details["kept_layers"]) == 3
-    # Depth alone cannot land on -20 % of a 4-layer model: refused up front with the range.
+    # Depth alone lands on 1, 2 or 3 of 4 layers: -40 % falls between two of them (the
+    # closest is named), -20 % is above 3 layers (the range under these axes excludes it).
     depth_only = MinitronConfig(**FINE, axes=["depth"])
     with pytest.raises(UnreachableTargetError, match="minitron") as err:
         get_method("minitron").plan(
-            tiny_llama(layers=4), depth_only, target_params=int(total * 0.8)
+            tiny_llama(layers=4), depth_only, target_params=int(total * 0.6)
         )
     assert "closest achievable" in str(err.value) and "mlp" in str(err.value)
+    with pytest.raises(UnreachableTargetError, match="reachable range") as err:
+        get_method("minitron").plan(
+            tiny_llama(layers=4), depth_only, target_params=int(total * 0.8)
+        )
+    assert err.value.max_params < int(total * 0.8)
+    assert err.value.max_params == count_parameters(tiny_llama(layers=3))
     with pytest.raises(UnreachableTargetError, match="reachable range"):
         get_method("minitron").plan(tiny_llama(layers=4), depth_only, target_params=10)
+
+
+def test_impossible_pins_are_named_not_reported_as_ranges() -> None:
+    """Issue 15 case 5, in the library (the worker's check): a pinned size the search cannot
+    produce is a ParameterConflict naming it and a size that works."""
+    from slimforge.compression.parameters import ParameterConflict
+
+    model, method = tiny_llama(), get_method("minitron")
+    target = int(count_parameters(model) * 0.85)
+    for shape, field, working in (
+        ({"num_attention_heads": 3}, "shape.num_attention_heads", 4),
+        ({"num_attention_heads": 6}, "shape.num_attention_heads", 4),
+        ({"hidden_size": 40}, "shape.hidden_size", 48),
+        ({"num_local_experts": 2}, "shape.num_local_experts", None),
+    ):
+        config = MinitronConfig(**FINE, shape=shape)
+        with pytest.raises(ParameterConflict) as err:
+            method.plan(model, config, target_params=target)
+        assert err.value.field == field and err.value.working_value == working, err.value
+    layers_only = MinitronConfig(**FINE, axes=["depth"], shape={"num_attention_heads": 2})
+    with pytest.raises(ParameterConflict, match="'heads' axis is not in 'axes'"):
+        method.plan(model, layers_only, target_params=target)
 
 
 def test_perplexity_layer_metric_and_contiguous_cut() -> None:
@@ -218,7 +247,7 @@ def test_shared_expert_mixtures_fail_with_a_clear_message() -> None:
 
 
 def test_candidate_picking_covers_every_family_of_axes() -> None:
-    from slimforge.compression.methods.minitron import _family, pick_candidates
+    from slimforge.compression.methods.minitron.method import _family, pick_candidates
     from slimforge.compression.pruning.arch import candidate_shapes
     from slimforge.compression.pruning.layout import arch_of
     from tests.compression.test_pruning import random_importance

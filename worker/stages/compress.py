@@ -12,7 +12,7 @@ __all__ = ["run"]
 
 def run(ctx: JobContext) -> None:
     assert ctx.blocks is not None and ctx.memory is not None  # from calibrating, the runner
-    streaming = getattr(get_method(ctx.method.name), "streams_layers", False)
+    streaming = get_method(ctx.method.name).streams_layers
     streaming = streaming and ctx.device != "cpu"
     if streaming:
         ctx.model.to("cpu")

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimforge.compression.configs import MinitronConfig
 from slimforge.compression.evaluation import perplexity
 from slimforge.compression.lowrank import count_parameters
-from slimforge.compression.methods.base import MethodResult, register
+from slimforge.compression.methods.method import Method, MethodResult
+from slimforge.compression.methods.minitron.config import MinitronConfig
 from slimforge.compression.planning import RankPlan
-from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.progress import Reporter
 from slimforge.compression.pruning.arch import Arch, Candidate
 from slimforge.compression.pruning.importance import (
     Importance,
@@ -93,16 +93,8 @@ def pick_candidates(
     return picked
 
 
-def _as_config(config: Any) -> MinitronConfig:
-    return config if isinstance(config, MinitronConfig) else MinitronConfig.model_validate(config)
-
-
-@register("minitron")
-class MinitronMethod:
+class MinitronMethod(Method[MinitronConfig]):
     """Width and depth pruning by activation importance, with a perplexity-ranked shape search."""
-
-    name = "minitron"
-    config_class = MinitronConfig
 
     def _search(
         self, model: nn.Module, config: MinitronConfig, target_params: int
@@ -117,31 +109,30 @@ class MinitronMethod:
             )
         return arch, total, search_space(arch, config, target_params=target_params)
 
-    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
+    def _plan(self, model: nn.Module, config: MinitronConfig, target_params: int) -> RankPlan:
         """Check from shapes alone that some candidate lands on the target (no data needed)."""
-        _, total, candidates = self._search(model, _as_config(config), target_params)
+        _, total, candidates = self._search(model, config, target_params)
         best = candidates[0]
         return RankPlan(
             ranks={}, params_before=total, params_after=best.params, target_params=target_params
         )
 
-    def run(
+    def _compress(
         self,
         model: nn.Module,
-        config: Any,
+        config: MinitronConfig,
         *,
         blocks: torch.Tensor,
         target_params: int,
-        reporter: Reporter | None = None,
-        workdir: Path | None = None,
+        reporter: Reporter,
+        workdir: Path | None,
+        device: torch.device | None,
     ) -> MethodResult:
         """Prune ``model`` in place to the best candidate shape near ``target_params``.
 
         Needs memory for one pruned copy at a time while candidates are scored. Fast enough
         (forward passes only) that it keeps no checkpoints (``workdir`` unused).
         """
-        reporter = reporter or NullReporter()
-        config = _as_config(config)
         arch, total, candidates = self._search(model, config, target_params)  # fails early
         n = blocks.shape[0]
         held = min(max(1, config.search_tokens // blocks.shape[1]), max(1, n // 4))

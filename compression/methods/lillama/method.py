@@ -21,15 +21,12 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimforge.compression.calibration import recording_input_grams
-from slimforge.compression.configs import LillamaConfig
 from slimforge.compression.distill.activations import SpillPool
 from slimforge.compression.distill.blockwise import train_block
 from slimforge.compression.distill.checkpoints import BlockCheckpoints, tokens_fingerprint
@@ -49,63 +46,34 @@ from slimforge.compression.lowrank import (
     linear_shapes,
     set_module,
 )
-from slimforge.compression.methods.base import MethodResult, plan_lowrank, register
-from slimforge.compression.methods.svd import (
-    _lowrank_from,
-    _split_truncated,
-    _whitened_from_s,
-    cholesky_whitener,
-    singular_values,
+from slimforge.compression.methods.factorization.method import (
+    FactorizationMethod,
+    factorize_module,
 )
-from slimforge.compression.planning import LinearShape, RankPlan, block_index
-from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.methods.lillama.config import LillamaConfig
+from slimforge.compression.methods.lillama.spectra import measure_spectra, outputs_and_grams
+from slimforge.compression.methods.method import MethodResult
+from slimforge.compression.planning import RankPlan, block_index
+from slimforge.compression.progress import Reporter
 
-__all__ = ["LillamaMethod", "capture_layer_inputs", "decoder_layers"]
-
-
-def _as_config(config: Any) -> LillamaConfig:
-    return config if isinstance(config, LillamaConfig) else LillamaConfig.model_validate(config)
-
-
-def _outputs_and_grams(
-    layer: nn.Module,
-    local: list[str],
-    x: Activations,
-    contexts: list[Context],
-    pool: SpillPool,
-) -> tuple[Activations, dict[str, torch.Tensor]]:
-    """The layer's outputs for every batch and the input Grams of its modules ``local``, from
-    one pass (a batch at a time, so spilled inputs stay on disk)."""
-    with recording_input_grams(layer, local) as recorder:
-        y = pool.new()
-        for xb, ctx in zip(x, contexts, strict=True):
-            y.append(propagate(layer, [xb], [ctx])[0])
-            recorder.end_batch()
-    return y, recorder.result(local)
+__all__ = ["LillamaMethod"]
 
 
-@register("lillama")
-class LillamaMethod:
+class LillamaMethod(FactorizationMethod[LillamaConfig]):
     """Low-rank factors initialised by (whitened) SVD, trained block by block (Lillama)."""
 
-    name = "lillama"
-    config_class = LillamaConfig
     streams_layers = True  # accepts a compute ``device`` apart from where the model lives
 
-    def plan(self, model: nn.Module, config: Any, *, target_params: int) -> RankPlan:
-        """The rank plan for ``model`` (shapes only, no data); raises UnreachableTargetError."""
-        return plan_lowrank(model, _as_config(config), target_params=target_params)
-
-    def run(
+    def _compress(
         self,
         model: nn.Module,
-        config: Any,
+        config: LillamaConfig,
         *,
         blocks: torch.Tensor,
         target_params: int,
-        reporter: Reporter | None = None,
-        workdir: Path | None = None,
-        device: str | torch.device | None = None,
+        reporter: Reporter,
+        workdir: Path | None,
+        device: torch.device | None,
     ) -> MethodResult:
         """Factorise and distil ``model``'s planned Linears in place, layer by layer.
 
@@ -114,11 +82,9 @@ class LillamaMethod:
         of training them again and gives the same result as an uninterrupted run. With
         ``device``, each layer computes there in turn while the model stays where it is.
         """
-        reporter = reporter or NullReporter()
-        config = _as_config(config)
         # Shapes only, before any data: an unreachable target fails at once. With the energy
         # strategy this is the uniform plan (same reachable range); _run measures, then plans.
-        plan = self.plan(model, config, target_params=target_params)
+        plan = self._plan(model, config, target_params)
         if blocks.dim() != 2 or blocks.shape[0] == 0:
             raise ValueError(
                 f"blocks must be a non-empty [n_blocks, seq_len] tensor, got {tuple(blocks.shape)}"
@@ -143,10 +109,9 @@ class LillamaMethod:
                 None if workdir is None else workdir / "lillama-activations",
             )
             try:
-                stream = None if device is None else torch.device(device)
                 return self._run(
                     model, config, plan, blocks, target_params, reporter, checkpoints, pool,
-                    stream,
+                    device,
                 )  # fmt: skip
             finally:
                 pool.close()
@@ -180,7 +145,7 @@ class LillamaMethod:
             inputs, contexts = capture_layer_inputs(model, layers[0], chunks, pool)
             if stream is not None:
                 contexts = contexts_on(contexts, stream)
-            spectra = self._spectra(
+            spectra = measure_spectra(
                 config, shapes, prefix, layers, inputs, contexts, reporter, pool, stream
             )
             plan = config.plan(
@@ -275,76 +240,6 @@ class LillamaMethod:
             details=details,
         )
 
-    @torch.no_grad()
-    def _spectra(
-        self,
-        config: LillamaConfig,
-        shapes: Sequence[LinearShape],
-        prefix: str,
-        layers: nn.ModuleList,
-        inputs: Activations,
-        contexts: list[Context],
-        reporter: Reporter,
-        pool: SpillPool,
-        stream: torch.device | None,
-    ) -> dict[str, list[float]]:
-        """Singular values of every candidate's (whitened) weight, from a teacher pass that
-        streams the layers like the training pass does (one layer's activations at a time)."""
-        by_layer: dict[int, list[str]] = {}
-        for s in shapes:
-            idx = block_index(s.name.removeprefix(prefix + "."))
-            assert idx is not None
-            by_layer.setdefault(idx, []).append(s.name)
-        spectra: dict[str, list[float]] = {}
-        x = inputs
-        last = max(by_layer)
-        for i in range(last + 1):
-            reporter.check_cancelled()
-            layer, members = layers[i], by_layer.get(i, [])
-            local = [n.removeprefix(f"{prefix}.{i}.") for n in members]
-            with placed(layer, stream):
-                x, layer_spectra = self._layer_spectra(
-                    config, layer, members, local, x, contexts, pool, last_layer=i == last
-                )
-            spectra.update(layer_spectra)
-            reporter.event(
-                f"measured block {prefix}.{i}",
-                data={"index": i + 1, "total": last + 1, "modules": len(members)},
-            )
-        return spectra
-
-    @staticmethod
-    def _layer_spectra(
-        config: LillamaConfig,
-        layer: nn.Module,
-        members: list[str],
-        local: list[str],
-        x: Activations,
-        contexts: list[Context],
-        pool: SpillPool,
-        *,
-        last_layer: bool,
-    ) -> tuple[Activations, dict[str, list[float]]]:
-        """One layer of the spectra pass: (its outputs, its members' singular values)."""
-        grams = None
-        y: Activations
-        if members and config.whitening:
-            y, by_local = _outputs_and_grams(layer, local, x, contexts, pool)
-            grams = {
-                n: by_local[short]
-                for n, short in zip(members, local, strict=True)
-                if short in by_local
-            }
-        elif not last_layer:
-            y = propagate(layer, x, contexts, pool)
-        else:  # nothing above needs this layer's output
-            y = x
-        weights = {
-            n: dense_weight(layer.get_submodule(short))
-            for n, short in zip(members, local, strict=True)
-        }
-        return y, singular_values(weights, grams, config.damping)
-
     def _resume_layer(
         self,
         checkpoints: BlockCheckpoints,
@@ -409,23 +304,22 @@ class LillamaMethod:
         local = [n.removeprefix(block + ".") for n in members]
         grams: dict[str, torch.Tensor] = {}
         if config.whitening:
-            y, grams = _outputs_and_grams(layer, local, x_t, contexts, pool)
+            y, grams = outputs_and_grams(layer, local, x_t, contexts, pool)
         else:
             y = propagate(layer, x_t, contexts, pool)
 
         whiteners: dict[int, torch.Tensor] = {}  # id(shared Gram) -> S, reused by q/k/v
         for name, short in zip(members, local, strict=True):
-            module, rank = layer.get_submodule(short), plan.ranks[name]
-            weight = dense_weight(module).detach()
+            # No Gram: plain init, or an expert no token was routed to.
             gram = grams.get(short) if config.whitening else None
-            if gram is not None:  # None: plain init, or an expert no token was routed to
-                s = whiteners.get(id(gram))
-                if s is None:
-                    s = whiteners[id(gram)] = cholesky_whitener(gram, config.damping)
-                a, b, _ = _whitened_from_s(weight, s, rank)
-            else:
-                a, b, _ = _split_truncated(weight.to(torch.float64), rank)
-            set_module(layer, short, _lowrank_from(module, a, b, rank))
+            factorize_module(
+                layer,
+                short,
+                plan.ranks[name],
+                gram=gram,
+                damping=config.damping,
+                whiteners=whiteners,
+            )
         del whiteners
 
         # fp32 master weights while training; back to the model's dtype afterwards.

@@ -1,4 +1,5 @@
-"""Parameters of ``minitron`` (structured width/depth pruning to a standard architecture)."""
+"""Parameters of ``minitron`` (torch-free): structured width/depth pruning to a standard
+architecture, and the submit-time checks of its shape search."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from slimforge.compression.configs.base import _MethodBase
+from slimforge.compression.methods.registry import register_method
+from slimforge.compression.model_shapes import ModelShapes
+from slimforge.compression.parameters import MethodParameters, Parameters
+from slimforge.compression.pruning.arch import arch_from_config
+from slimforge.compression.pruning.pins import check_pins
+from slimforge.compression.pruning.search import search_space
 
 __all__ = ["MinitronConfig", "PinnedShape", "PruningAxis"]
 
@@ -17,7 +23,7 @@ def _all_axes() -> list[PruningAxis]:
     return ["depth", "heads", "mlp", "hidden", "experts"]
 
 
-class PinnedShape(_MethodBase):
+class PinnedShape(Parameters):
     """Fix some (or all) of the pruned shape's sizes; the search fills in the rest."""
 
     hidden_size: int | None = Field(default=None, ge=1)
@@ -29,7 +35,8 @@ class PinnedShape(_MethodBase):
     )
 
 
-class MinitronConfig(_MethodBase):
+@register_method("slimforge.compression.methods.minitron.method:MinitronMethod")
+class MinitronConfig(MethodParameters):
     """Structured pruning (Minitron): remove heads, MLP neurons, hidden channels, layers and
     (mixture-of-experts models) experts.
 
@@ -94,3 +101,19 @@ class MinitronConfig(_MethodBase):
         if len(set(self.axes)) != len(self.axes):
             raise ValueError(f"'axes' lists a value twice: {self.axes}")
         return self
+
+    def check_model(self, shapes: ModelShapes) -> None:
+        """Pinned sizes the search can produce for this model (``ParameterConflict``
+        otherwise); models whose ``config.json`` does not describe them are left to the
+        worker."""
+        arch = arch_from_config(shapes.config, shapes.total_params)
+        if arch is not None:
+            check_pins(arch, self)
+
+    def check_target(self, shapes: ModelShapes, target_params: int) -> None:
+        """Run the shape search on the shape ``config.json`` describes (when it accounts for
+        every parameter of the weight files); raises ``UnreachableTargetError`` like the
+        worker would."""
+        arch = arch_from_config(shapes.config, shapes.total_params)
+        if arch is not None:
+            search_space(arch, self, target_params=target_params)

@@ -1,0 +1,1 @@
+"""``minitron``: structured pruning (``config.py`` torch-free, ``method.py`` torch)."""

@@ -1,0 +1,1 @@
+"""``svd``: training-free low-rank factorization (``config.py`` torch-free, ``method.py`` torch)."""
