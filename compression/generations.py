@@ -1,0 +1,109 @@
+"""Greedy continuations of a few fixed prompts by the teacher and the student, for the card.
+
+Users read text before they read numbers (issue 16, item 5): three general prompts (a fact, a
+how-to, a story opener) continued by both models show at a glance whether the student still
+writes what the teacher writes.
+
+Decisions:
+
+- **Greedy** (``do_sample=False``, one beam): the same weights give the same text on every run,
+  and teacher and student are compared on equal terms. The models' own generation configs
+  (temperature, top-p, repetition penalty …) are ignored on purpose: an explicit
+  ``GenerationConfig`` replaces them.
+- **Chat template when the tokenizer has one**: an instruct model's tokenizer ships a chat
+  template (``tokenizer.chat_template``), and such a model is meant to be prompted through it;
+  the prompt then becomes one user message with the generation prompt appended
+  (``add_generation_prompt=True``). Without a template the prompt is plain text, tokenised with
+  the tokenizer's special tokens (a BOS where the tokenizer adds one). The prompts are written so
+  that they read as a request and as an opening alike. ``chat`` overrides the choice.
+- The continuation is the decoded new tokens only (special tokens skipped, outer whitespace
+  stripped); generation stops at ``max_new_tokens`` or at the model's EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+__all__ = ["DEFAULT_PROMPTS", "greedy_continuations", "prompt_ids"]
+
+DEFAULT_PROMPTS: tuple[str, ...] = (
+    "The capital of France is",
+    "To make a good cup of tea, you should",
+    "Once upon a time, in a small village by the sea,",
+)
+
+
+def prompt_ids(tokenizer: Any, prompt: str, *, chat: bool) -> torch.Tensor:
+    """LongTensor [1, prompt_tokens] of ``prompt``: through the chat template as one user
+    message (generation prompt appended) when ``chat``, else the plain text."""
+    if chat:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
+        )
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
+            ids = ids["input_ids"]
+    else:
+        ids = tokenizer(prompt)["input_ids"]
+    return torch.tensor([list(ids)], dtype=torch.long)
+
+
+def _greedy(model: torch.nn.Module, ids: torch.Tensor, config: GenerationConfig) -> list[int]:
+    """The new token ids of ``model``'s greedy continuation of ``ids`` [1, prompt_tokens]."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # dropout off: greedy decoding must not depend on the mode kd left behind
+    try:
+        with torch.inference_mode():
+            out = model.generate(  # type: ignore[operator]
+                input_ids=ids.to(device),
+                attention_mask=torch.ones_like(ids, device=device),
+                generation_config=config,
+            )
+    finally:
+        model.train(was_training)
+    return [int(t) for t in out[0, ids.shape[1] :]]
+
+
+def greedy_continuations(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    max_new_tokens: int = 32,
+    *,
+    chat: bool | None = None,
+) -> list[dict[str, Any]]:
+    """Greedy continuations of each prompt by the teacher and the student (transformers'
+    ``generate`` with ``do_sample=False, num_beams=1``).
+
+    Each model runs on the device its parameters are on. ``chat``: None uses the chat template
+    when ``tokenizer.chat_template`` is set (see the module docstring). Returns one dict per
+    prompt: ``{"prompt": str, "teacher": str, "student": str, "chat_template": bool}`` (the
+    continuations hold at most ``max_new_tokens`` tokens each), the list the model card reads
+    from ``metrics["generations"]``. Raises ValueError if ``max_new_tokens`` < 1.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+    eos = tokenizer.eos_token_id
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        # No padding happens with one prompt at a time; generate wants an id all the same.
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )
+    results = []
+    for prompt in prompts:
+        ids = prompt_ids(tokenizer, prompt, chat=use_chat)
+        texts = {
+            role: tokenizer.decode(_greedy(model, ids, config), skip_special_tokens=True).strip()
+            for role, model in (("teacher", teacher), ("student", student))
+        }
+        results.append({"prompt": prompt, **texts, "chat_template": use_chat})
+    return results
