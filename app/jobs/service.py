@@ -29,6 +29,7 @@ from slimforge.app.errors import (
     UnprocessableInput,
 )
 from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.text_sources import check_held_out
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
 from slimforge.app.paths import resolve_local_path
 from slimforge.app.settings import Settings
@@ -86,6 +87,7 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> dict[str, Any]:
         data = getattr(body, name)
         if data is not None and data.path is not None:
             spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
+    check_held_out(spec["calibration"], spec.get("evaluation"))
     return spec
 
 
