@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-__all__ = ["DEFAULT_PROMPTS", "greedy_continuations", "prompt_ids"]
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "greedy_continuations",
+    "greedy_texts",
+    "prompt_ids",
+    "uses_chat_template",
+]
 
 DEFAULT_PROMPTS: tuple[str, ...] = (
     "The capital of France is",
@@ -68,42 +74,85 @@ def _greedy(model: torch.nn.Module, ids: torch.Tensor, config: GenerationConfig)
     return [int(t) for t in out[0, ids.shape[1] :]]
 
 
+def _config(model: torch.nn.Module, tokenizer: Any, max_new_tokens: int) -> GenerationConfig:
+    """Greedy, ``max_new_tokens`` at most, stopping at the tokenizer's EOS or any end token the
+    model's own generation config names (chat models end a turn with their own token)."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    eos = tokenizer.eos_token_id
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ends = {eos} | set(own if isinstance(own, list) else [own])
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=sorted(e for e in ends if e is not None) or None,
+        # No padding happens with one prompt at a time; generate wants an id all the same.
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )
+
+
+def uses_chat_template(tokenizer: Any, chat: bool | None = None) -> bool:
+    """Whether prompts go through the chat template: ``chat``, or (None) whether the tokenizer
+    has one."""
+    return bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+
+
+def greedy_texts(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    max_new_tokens: int = 32,
+    *,
+    chat: bool | None = None,
+) -> list[str]:
+    """``model``'s greedy continuation of each prompt (at most ``max_new_tokens`` tokens each,
+    decoded without special tokens). Run it on the original model before a method changes it
+    in place, and pass the result to :func:`greedy_continuations` as ``teacher_texts``.
+    Raises ValueError if ``max_new_tokens`` < 1."""
+    config = _config(model, tokenizer, max_new_tokens)
+    use_chat = uses_chat_template(tokenizer, chat)
+    return [
+        str(
+            tokenizer.decode(
+                _greedy(model, prompt_ids(tokenizer, prompt, chat=use_chat), config),
+                skip_special_tokens=True,
+            )
+        ).strip()
+        for prompt in prompts
+    ]
+
+
 def greedy_continuations(
-    teacher: torch.nn.Module,
+    teacher: torch.nn.Module | None,
     student: torch.nn.Module,
     tokenizer: Any,
     prompts: Sequence[str] = DEFAULT_PROMPTS,
     max_new_tokens: int = 32,
     *,
     chat: bool | None = None,
+    teacher_texts: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Greedy continuations of each prompt by the teacher and the student (transformers'
     ``generate`` with ``do_sample=False, num_beams=1``).
 
     Each model runs on the device its parameters are on. ``chat``: None uses the chat template
-    when ``tokenizer.chat_template`` is set (see the module docstring). Returns one dict per
-    prompt: ``{"prompt": str, "teacher": str, "student": str, "chat_template": bool}`` (the
-    continuations hold at most ``max_new_tokens`` tokens each), the list the model card reads
-    from ``metrics["generations"]``. Raises ValueError if ``max_new_tokens`` < 1.
+    when ``tokenizer.chat_template`` is set (see the module docstring). ``teacher_texts``: the
+    teacher's continuations from :func:`greedy_texts`, when the teacher no longer exists
+    (``teacher`` may then be None). Returns one dict per prompt: ``{"prompt": str, "teacher":
+    str, "student": str, "chat_template": bool}``, the list the model card reads from
+    ``metrics["generations"]``. Raises ValueError if ``max_new_tokens`` < 1, or if neither
+    ``teacher`` nor ``teacher_texts`` (one per prompt) is given.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
-    eos = tokenizer.eos_token_id
-    config = GenerationConfig(
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos,
-        # No padding happens with one prompt at a time; generate wants an id all the same.
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-    )
-    results = []
-    for prompt in prompts:
-        ids = prompt_ids(tokenizer, prompt, chat=use_chat)
-        texts = {
-            role: tokenizer.decode(_greedy(model, ids, config), skip_special_tokens=True).strip()
-            for role, model in (("teacher", teacher), ("student", student))
-        }
-        results.append({"prompt": prompt, **texts, "chat_template": use_chat})
-    return results
+    if teacher_texts is None:
+        if teacher is None:
+            raise ValueError("give the teacher model or its continuations (teacher_texts)")
+        teacher_texts = greedy_texts(teacher, tokenizer, prompts, max_new_tokens, chat=chat)
+    if len(teacher_texts) != len(prompts):
+        raise ValueError(f"{len(teacher_texts)} teacher continuations for {len(prompts)} prompts")
+    student_texts = greedy_texts(student, tokenizer, prompts, max_new_tokens, chat=chat)
+    use_chat = uses_chat_template(tokenizer, chat)
+    return [
+        {"prompt": p, "teacher": t, "student": s, "chat_template": use_chat}
+        for p, t, s in zip(prompts, teacher_texts, student_texts, strict=True)
+    ]

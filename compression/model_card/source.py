@@ -150,7 +150,10 @@ def _cached(repo_id: str, filename: str, revision: str) -> Path | None:
     """A file of a Hub model already in the local cache (no network), or None."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    try:
+        found = try_to_load_from_cache(repo_id, filename, revision=revision)
+    except ValueError:  # not a valid repository id or revision: nothing cached under it
+        return None
     return Path(found) if isinstance(found, str) else None
 
 

@@ -11,6 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from slimforge.compression.generations import (
     DEFAULT_PROMPTS,
     greedy_continuations,
+    greedy_texts,
     prompt_ids,
 )
 from tests.compression.helpers import VOCAB, char_tokenizer
@@ -91,3 +92,29 @@ def test_same_model_same_text_and_repeatable() -> None:
     assert len(first[0]["teacher"].split()) <= 6
     with pytest.raises(ValueError, match="max_new_tokens"):
         greedy_continuations(model, model, tok, max_new_tokens=0)
+
+
+def test_teacher_texts_measured_before_an_in_place_change() -> None:
+    tok = char_tokenizer()
+    model = spread_llama(4)
+    before = greedy_texts(model, tok, prompts=["Hi", "Yo"], max_new_tokens=5)
+    expected = greedy_continuations(spread_llama(4), spread_llama(5), tok, ["Hi", "Yo"], 5)
+    with torch.no_grad():  # the method changes the model in place: it becomes the student
+        model.load_state_dict(spread_llama(5).state_dict())
+    got = greedy_continuations(None, model, tok, ["Hi", "Yo"], 5, teacher_texts=before)
+    assert got == expected
+    with pytest.raises(ValueError, match="teacher"):
+        greedy_continuations(None, model, tok, ["Hi"], 5)
+    with pytest.raises(ValueError, match="1 teacher continuations for 2 prompts"):
+        greedy_continuations(None, model, tok, ["Hi", "Yo"], 5, teacher_texts=["x"])
+
+
+def test_generation_stops_at_the_models_own_end_token() -> None:
+    tok = char_tokenizer()
+    model = spread_llama(6)
+    ids = tok("Hello")["input_ids"]
+    free = reference_greedy(model, ids, 10, eos=2)
+    stop = next(i for i, t in enumerate(free) if t not in free[:i] and i >= 1)
+    model.generation_config.eos_token_id = free[stop]  # e.g. a chat model's end-of-turn token
+    (text,) = greedy_texts(model, tok, prompts=["Hello"], max_new_tokens=10)
+    assert text == str(tok.decode(free[: stop + 1], skip_special_tokens=True)).strip()
