@@ -140,8 +140,13 @@ def _what_was_done(
 ) -> list[str]:
     origin = f"[`{source.base_model}`](https://huggingface.co/{source.base_model})"
     named = origin if source.base_model else f"`{source.name}`"
+    about = [f"by {source.organization}"] if source.organization else []
+    about += [f"GGUF file `{source.file}`"] if source.file else []
     if source.base_model and source.name != source.base_model.split("/")[-1]:
-        named = f"{source.name} ({origin})"
+        about.insert(0, origin)
+        named = source.name
+    if about:
+        named += f" ({'; '.join(about)})"
     reduction = 100.0 * (1 - params_after / params_before) if params_before else 0.0
     return [
         f"# {source.name} compressed with slimforge ({method})",

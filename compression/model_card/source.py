@@ -49,6 +49,7 @@ _HF_URL = re.compile(
 _ENCODING = re.compile(r"[.\-_](?:I?Q\d[\w]*|[BF]F?16|F32|BF16)$", re.IGNORECASE)
 _GGUF_KEYS = (
     "general.name",
+    "general.organization",
     "general.basename",
     "general.size_label",
     "general.license",
@@ -63,11 +64,14 @@ _GGUF_KEYS = (
 @dataclass(frozen=True)
 class SourceInfo:
     """The source model as the card names it: ``name`` (for people), ``base_model`` (a Hub model
-    id, or None when nothing says one), ``license`` (an SPDX-like id, or None when unsaid)."""
+    id, or None when nothing says one), ``license`` (an SPDX-like id, or None when unsaid),
+    ``organization`` (a GGUF's ``general.organization``) and ``file`` (the GGUF file's name)."""
 
     name: str
     base_model: str | None
     license: str | None
+    organization: str | None = None
+    file: str | None = None
 
 
 def gguf_metadata(path: Path) -> dict[str, str]:
@@ -216,4 +220,10 @@ def describe_source(
     license = meta.get("general.license")
     if license is None and readme is not None and readme.is_file():
         license = base_model_license(readme.parent)
-    return SourceInfo(name=name, base_model=base, license=license)
+    return SourceInfo(
+        name=name,
+        base_model=base,
+        license=license,
+        organization=meta.get("general.organization"),
+        file=gguf.name if gguf is not None else None,
+    )

@@ -35,29 +35,31 @@ def write_gguf(path: Path, fields: dict[str, str]) -> Path:
     return path
 
 
+FILE = "Tiny-1M-Instruct.Q4_K_M.gguf"
 PARENT = {"general.base_model.0.repo_url": "https://huggingface.co/org/parent"}
 GGUF_CASES = [
     (  # the GGUF's own repository, named by its URL
-        {"general.name": "Tiny Model", "general.repo_url": "https://huggingface.co/org/tiny-GGUF"},
-        SourceInfo("Tiny Model", "org/tiny-GGUF", None),
+        {"general.name": "Tiny Model", "general.repo_url": "https://huggingface.co/org/tiny-GGUF"}
+        | {"general.organization": "Org"},
+        SourceInfo("Tiny Model", "org/tiny-GGUF", None, "Org", FILE),
     ),
     (  # older llama.cpp: the repository it was converted from; the parent is not the source
         {"general.source.huggingface.repository": "org/legacy", **PARENT},
-        SourceInfo("legacy", "org/legacy", None),
+        SourceInfo("legacy", "org/legacy", None, file=FILE),
     ),
     (
         {
             "general.source.url": "https://huggingface.co/org/src/tree/main",
             "general.license": "mit",
         },
-        SourceInfo("src", "org/src", "mit"),
+        SourceInfo("src", "org/src", "mit", file=FILE),
     ),
     (  # neither a Hub URL nor a source: name from basename and size label, no base_model
         {"general.source.url": "https://arxiv.org/abs/1", "general.basename": "tiny", **PARENT}
         | {"general.size_label": "1M"},
-        SourceInfo("tiny 1M", None, None),
+        SourceInfo("tiny 1M", None, None, file=FILE),
     ),
-    ({}, SourceInfo("Tiny-1M-Instruct", None, None)),  # the file name, encoding dropped
+    ({}, SourceInfo("Tiny-1M-Instruct", None, None, file=FILE)),  # the file name, encoding dropped
 ]
 
 
@@ -65,7 +67,7 @@ GGUF_CASES = [
 def test_a_gguf_is_named_from_its_metadata(
     tmp_path: Path, fields: dict[str, str], expected: SourceInfo
 ) -> None:
-    gguf = write_gguf(tmp_path / "Tiny-1M-Instruct.Q4_K_M.gguf", fields)
+    gguf = write_gguf(tmp_path / FILE, fields)
     spec = {"path": str(tmp_path), "gguf_file": gguf.name}
     assert describe_source(spec) == expected
     assert describe_source(gguf) == expected  # the file itself
@@ -107,7 +109,11 @@ def test_the_card_shows_names_and_digests_not_server_paths(tmp_path: Path) -> No
     (tmp_path / "models").mkdir()
     gguf = write_gguf(
         tmp_path / "models" / "Tiny-1M-Instruct.Q4_1.gguf",
-        {"general.name": "Tiny 1M Instruct", "general.license": "mit"}
+        {
+            "general.name": "Tiny 1M Instruct",
+            "general.license": "mit",
+            "general.organization": "Org",
+        }
         | {"general.source.huggingface.repository": "org/tiny-1m-instruct"},
     )
     calibration, evaluation = tmp_path / "calib.txt", tmp_path / "eval.txt"
@@ -140,6 +146,8 @@ def test_the_card_shows_names_and_digests_not_server_paths(tmp_path: Path) -> No
     assert (data.base_model, data.license) == ("org/tiny-1m-instruct", "mit")
     assert data.model_name == "Tiny-1M-Instruct-slimforge"
     assert ".gguf-slimforge" not in text
+    assert "# Tiny 1M Instruct compressed with slimforge" in text
+    assert "by Org; GGUF file `Tiny-1M-Instruct.Q4_1.gguf`" in text
     params = json.loads(text.split("```json\n")[1].split("\n```")[0])
     assert params == public_parameters(spec)
     assert params["model"] == {
