@@ -32,8 +32,9 @@ _PROTOCOL_ARGS = (
 
 
 def _value(x: float) -> float:
-    """Six significant digits: enough for any of these figures, short in YAML."""
-    return float(f"{x:.6g}")
+    """Four decimals (perplexities, ratios), or six significant digits below 1 (KL, shares,
+    accuracies): enough for any of these figures, short in YAML."""
+    return float(f"{x:.6g}") if abs(x) < 1 else round(x, 4)
 
 
 def evaluation_dataset(evaluation: Mapping[str, Any] | None) -> dict[str, str]:
