@@ -14,8 +14,13 @@ Decisions:
   template (``tokenizer.chat_template``), and such a model is meant to be prompted through it;
   the prompt then becomes one user message with the generation prompt appended
   (``add_generation_prompt=True``). Without a template the prompt is plain text, tokenised with
-  the tokenizer's special tokens (a BOS where the tokenizer adds one). The prompts are written so
-  that they read as a request and as an opening alike. ``chat`` overrides the choice.
+  the tokenizer's special tokens (a BOS where the tokenizer adds one). ``chat`` overrides the
+  choice.
+- **Prompts by mode**: requests (``CHAT_PROMPTS``) through a chat template, openings
+  (``TEXT_PROMPTS``) as plain text. Measured on SmolLM2-135M-Instruct: through its template,
+  "What is the capital of France?" gets "The capital of France is Paris.", while the opening
+  "The capital of France is" as a chat message gets an unrelated greeting; as plain text the
+  instruct model ends the requests at once (empty continuations) but completes the openings.
 - The continuation is the decoded new tokens only (special tokens skipped, outer whitespace
   stripped); generation stops at ``max_new_tokens`` or at the model's EOS.
 """
@@ -29,18 +34,32 @@ import torch
 from transformers import GenerationConfig
 
 __all__ = [
-    "DEFAULT_PROMPTS",
+    "CHAT_PROMPTS",
+    "TEXT_PROMPTS",
+    "default_prompts",
     "greedy_continuations",
     "greedy_texts",
     "prompt_ids",
     "uses_chat_template",
 ]
 
-DEFAULT_PROMPTS: tuple[str, ...] = (
+# Requests, for a model prompted through its chat template (an instruct model answers them).
+CHAT_PROMPTS: tuple[str, ...] = (
+    "What is the capital of France?",
+    "How do I make a good cup of tea?",
+    "Write the opening lines of a short story about a lighthouse keeper.",
+)
+# Openings, for a model continuing plain text (a base model completes them).
+TEXT_PROMPTS: tuple[str, ...] = (
     "The capital of France is",
     "To make a good cup of tea, you should",
     "Once upon a time, in a small village by the sea,",
 )
+
+
+def default_prompts(chat: bool) -> tuple[str, ...]:
+    """The three fixed prompts: requests through a chat template, openings for plain text."""
+    return CHAT_PROMPTS if chat else TEXT_PROMPTS
 
 
 def prompt_ids(tokenizer: Any, prompt: str, *, chat: bool) -> torch.Tensor:
@@ -101,7 +120,7 @@ def uses_chat_template(tokenizer: Any, chat: bool | None = None) -> bool:
 def greedy_texts(
     model: torch.nn.Module,
     tokenizer: Any,
-    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    prompts: Sequence[str] | None = None,
     max_new_tokens: int = 32,
     *,
     chat: bool | None = None,
@@ -112,6 +131,7 @@ def greedy_texts(
     Raises ValueError if ``max_new_tokens`` < 1."""
     config = _config(model, tokenizer, max_new_tokens)
     use_chat = uses_chat_template(tokenizer, chat)
+    prompts = default_prompts(use_chat) if prompts is None else prompts
     return [
         str(
             tokenizer.decode(
@@ -127,7 +147,7 @@ def greedy_continuations(
     teacher: torch.nn.Module | None,
     student: torch.nn.Module,
     tokenizer: Any,
-    prompts: Sequence[str] = DEFAULT_PROMPTS,
+    prompts: Sequence[str] | None = None,
     max_new_tokens: int = 32,
     *,
     chat: bool | None = None,
@@ -137,21 +157,23 @@ def greedy_continuations(
     ``generate`` with ``do_sample=False, num_beams=1``).
 
     Each model runs on the device its parameters are on. ``chat``: None uses the chat template
-    when ``tokenizer.chat_template`` is set (see the module docstring). ``teacher_texts``: the
+    when ``tokenizer.chat_template`` is set; ``prompts``: None takes the three fixed prompts
+    of that mode (see the module docstring). ``teacher_texts``: the
     teacher's continuations from :func:`greedy_texts`, when the teacher no longer exists
     (``teacher`` may then be None). Returns one dict per prompt: ``{"prompt": str, "teacher":
     str, "student": str, "chat_template": bool}``, the list the model card reads from
     ``metrics["generations"]``. Raises ValueError if ``max_new_tokens`` < 1, or if neither
     ``teacher`` nor ``teacher_texts`` (one per prompt) is given.
     """
+    use_chat = uses_chat_template(tokenizer, chat)
+    prompts = default_prompts(use_chat) if prompts is None else prompts
     if teacher_texts is None:
         if teacher is None:
             raise ValueError("give the teacher model or its continuations (teacher_texts)")
         teacher_texts = greedy_texts(teacher, tokenizer, prompts, max_new_tokens, chat=chat)
     if len(teacher_texts) != len(prompts):
         raise ValueError(f"{len(teacher_texts)} teacher continuations for {len(prompts)} prompts")
-    student_texts = greedy_texts(student, tokenizer, prompts, max_new_tokens, chat=chat)
-    use_chat = uses_chat_template(tokenizer, chat)
+    student_texts = greedy_texts(student, tokenizer, prompts, max_new_tokens, chat=use_chat)
     return [
         {"prompt": p, "teacher": t, "student": s, "chat_template": use_chat}
         for p, t, s in zip(prompts, teacher_texts, student_texts, strict=True)

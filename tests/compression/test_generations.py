@@ -9,7 +9,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from slimforge.compression.generations import (
-    DEFAULT_PROMPTS,
+    CHAT_PROMPTS,
+    TEXT_PROMPTS,
     greedy_continuations,
     greedy_texts,
     prompt_ids,
@@ -62,7 +63,7 @@ def test_continuations_equal_a_hand_written_greedy_decoder(chat: bool) -> None:
     student.train()  # left in training mode (as after kd): decoding must still be greedy
     got = greedy_continuations(teacher, student, tok, max_new_tokens=10)
     assert student.training  # the mode is restored
-    assert [g["prompt"] for g in got] == list(DEFAULT_PROMPTS)
+    assert [g["prompt"] for g in got] == list(CHAT_PROMPTS if chat else TEXT_PROMPTS)
     for g in got:
         assert g["chat_template"] is chat
         if chat:
@@ -118,3 +119,16 @@ def test_generation_stops_at_the_models_own_end_token() -> None:
     model.generation_config.eos_token_id = free[stop]  # e.g. a chat model's end-of-turn token
     (text,) = greedy_texts(model, tok, prompts=["Hello"], max_new_tokens=10)
     assert text == str(tok.decode(free[: stop + 1], skip_special_tokens=True)).strip()
+
+
+@pytest.mark.slow
+def test_smollm2_answers_through_its_chat_template() -> None:
+    from slimforge.compression import ModelSource, load_model
+    from tests.compression.test_smollm2_slow import GGUF, smollm2_dir
+
+    model, tok = load_model(ModelSource(path=str(smollm2_dir()), gguf_file=GGUF))
+    got = greedy_continuations(model, model, tok, max_new_tokens=24)
+    print("\n" + "\n".join(f"{g['prompt']!r} -> {g['teacher']!r}" for g in got))
+    assert all(g["chat_template"] and g["teacher"] == g["student"] != "" for g in got)
+    assert [g["prompt"] for g in got] == list(CHAT_PROMPTS)
+    assert "Paris" in got[0]["teacher"]  # an instruct model prompted as one knows this
