@@ -186,6 +186,22 @@ def _how_to_load(repo_id: str | None, lowrank: bool) -> list[str]:
     return [*how, "", "A standard architecture: no custom code, `trust_remote_code` not needed."]
 
 
+def _provenance(params: Mapping[str, Any], versions: Mapping[str, str]) -> list[str]:
+    """The job's (public) parameters and the library versions used."""
+    return [
+        "",
+        "## Parameters",
+        "",
+        "```json",
+        json.dumps(params, indent=2, sort_keys=True, default=str),
+        "```",
+        "",
+        "## Library versions",
+        "",
+        *(f"- {k} {v}" for k, v in versions.items()),
+    ]
+
+
 def render_model_card(
     *,
     method: str,
@@ -241,13 +257,6 @@ def render_model_card(
         *_resources(metrics),
         *generations_section(metrics.get("generations")),
         *_how_to_load(repo_id, lowrank),
-        "",
-        "## Parameters",
-        "",
-        "```json",
-        json.dumps(params, indent=2, sort_keys=True, default=str),
-        "```",
+        *_provenance(params, versions if versions is not None else library_versions()),
     ]
-    used = versions if versions is not None else library_versions()
-    libs = ["", "## Library versions", ""] + [f"- {k} {v}" for k, v in used.items()]
-    return "\n".join(front + body + libs) + "\n"
+    return "\n".join(front + body) + "\n"
