@@ -54,6 +54,7 @@ class JobContext:
     # A frozen copy of the original model, kept in CPU memory (see worker.kd.TEACHER_HOME) when
     # the evaluation compares teacher and student or kd trains on the fly.
     teacher: Any = None
+    teacher_texts: list[str] | None = None  # the teacher's greedy continuations
     result: MethodResult | None = None
     files: list[ArtifactFile] = field(default_factory=list)
 

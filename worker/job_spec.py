@@ -3,20 +3,16 @@ device, and the words the model card uses. Defaults live in the contract, not he
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from slimforge.app.settings import Settings
 from slimforge.compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
-from slimforge.compression.model_card import base_model_license
 from slimforge.compression.synthetic import sample_blocks
 from slimforge.contract.jobs import ModelSpec, Target, TextData
 
 __all__ = [
-    "base_license",
-    "describe_base",
     "job_device",
     "model_source",
     "target_text",
@@ -53,38 +49,6 @@ def model_source(model: ModelSpec) -> ModelSource:
         gguf_file=model.gguf_file,
         trust_remote_code=model.trust_remote_code,  # allowed at submit
     )
-
-
-def _cached_hub_file(repo_id: str, filename: str, revision: str) -> Path | None:
-    """A file of a Hub model already in the local cache (no network), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, filename, revision=revision)
-    return Path(found) if isinstance(found, str) else None
-
-
-def base_license(model: ModelSpec) -> str | None:
-    """The base model's license, from its README.md or GGUF metadata (None if unsaid)."""
-    gguf = model.gguf_file
-    try:
-        if model.path is not None:
-            folder = Path(model.path)
-            return base_model_license(folder, gguf_file=folder / gguf if gguf else None)
-        assert model.id is not None  # the contract wants exactly one of id and path
-        if gguf:
-            path = _cached_hub_file(model.id, gguf, model.revision)
-            return base_model_license(None, gguf_file=path) if path else None
-        readme = _cached_hub_file(model.id, "README.md", model.revision)
-        return base_model_license(readme.parent) if readme else None
-    except (OSError, ValueError):  # an unreadable card is not worth failing the job for
-        return None
-
-
-def describe_base(model: ModelSpec) -> str:
-    """A short name of the base model for the model card."""
-    if model.id is not None:
-        return model.id
-    return model.gguf_file or Path(str(model.path)).name
 
 
 def target_text(target: Target) -> str:

@@ -28,6 +28,7 @@ from slimforge.app.errors import (
 )
 from slimforge.app.jobs.model_checks import check_job_against_model
 from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.text_sources import check_held_out
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
 from slimforge.app.paths import resolve_local_path
 from slimforge.app.settings import Settings
@@ -82,6 +83,12 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> tuple[dict[str, Any],
         data = getattr(body, name)
         if data is not None and data.path is not None:
             spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
+    if body.evaluation is not None:
+        spec["evaluation"]["task_folders"] = [
+            str(resolve_local_path(settings, folder, field="evaluation.task_folders"))
+            for folder in body.evaluation.task_folders
+        ]
+    check_held_out(spec["calibration"], spec.get("evaluation"))
     return spec, params
 
 

@@ -122,7 +122,7 @@ def test_smollm2_svd_ratio_08(tmp_path: Path) -> None:
         params_after=result.params_after,
         metrics={"teacher_perplexity": teacher_ppl, "student_perplexity": student_ppl},
         ranks=result.ranks,
-        job_parameters=SvdConfig().model_dump(),
+        job_parameters={"method": SvdConfig().model_dump()},
     )
     dest = tmp_path / "artifact"
     export_artifact(model, tok, dest, model_card=card, lowrank_ranks=result.ranks)

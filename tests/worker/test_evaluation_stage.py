@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from huggingface_hub import ModelCard
 
 from slimforge.app.settings import Settings
+from slimforge.compression.generations import TEXT_PROMPTS
 from slimforge.compression.overlap import ngram_overlap
 from slimforge.worker.runner import run_job
 from slimforge.worker.stages.calibrate import measure_overlap
@@ -47,7 +49,8 @@ def test_a_job_reports_fidelity_and_a_held_out_overlap(
     api: TestClient, auth, settings: Settings, tiny_model: Path, text_files
 ) -> None:
     evaluation = {"path": str(text_files["evaluation"]), "max_tokens": 1024, "seq_len": 128}
-    out = _run(api, settings, auth(), _body(tiny_model, text_files["calibration"], evaluation))
+    h = auth()
+    out = _run(api, settings, h, _body(tiny_model, text_files["calibration"], evaluation))
     m = out["job"]["metrics"]
     f = m["fidelity"]
     assert f["teacher_perplexity"] == m["teacher_perplexity"] > 1
@@ -61,6 +64,13 @@ def test_a_job_reports_fidelity_and_a_held_out_overlap(
     assert m["overlap"]["share"] <= 0.01 and m["overlap"]["ngram"] == 13
     messages = [e["message"] for e in out["events"]]
     assert "evaluation text is held out" in messages and "fidelity to the teacher" in messages
+    samples = m["generations"]
+    assert [s["prompt"] for s in samples] == list(TEXT_PROMPTS)
+    assert all(isinstance(s["teacher"], str) and isinstance(s["student"], str) for s in samples)
+    # The card's model-index carries the fidelity figures.
+    card = api.get(f"/v1/jobs/{out['job']['id']}/artifacts/README.md", headers=h).text
+    results = {r.metric_type for r in ModelCard(card).data.eval_results}
+    assert {"perplexity", "kl_divergence", "top1_agreement"} <= results
 
 
 def test_evaluating_on_the_calibration_text_is_reported_as_overlap(

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from slimforge.compression.generations import greedy_texts
 from slimforge.compression.overlap import longest_shared_run, ngram_overlap
 from slimforge.worker.context import JobContext
 from slimforge.worker.job_spec import text_blocks
@@ -23,6 +24,8 @@ OVERLAP_WARN_SHARE = 0.01  # above 1 % the job warns: its figures are not held-o
 
 def run(ctx: JobContext) -> None:
     request, reporter, metrics = ctx.request, ctx.reporter, ctx.metrics
+    # What the original model writes, for the card's teacher-vs-student samples.
+    ctx.teacher_texts = greedy_texts(ctx.model, ctx.tokenizer)
     ctx.blocks = text_blocks(ctx.model, ctx.tokenizer, request.calibration, reporter=reporter)
     reporter.event("calibration data ready", data={"tokens": int(ctx.blocks.numel())})
     evaluation = request.evaluation

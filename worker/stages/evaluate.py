@@ -8,7 +8,9 @@
   and the protocol, under ``metrics.fidelity`` (the top-level ``teacher_perplexity``,
   ``student_perplexity`` and ``perplexity_ratio`` stay for existing readers);
 - :func:`zero_shot_tasks`: lm-evaluation-harness tasks on both models
-  (``slimforge.compression.tasks``): accuracy, stderr and retention under ``metrics.tasks``.
+  (``slimforge.compression.tasks``): accuracy, stderr and retention under ``metrics.tasks``;
+- :func:`generations`: three fixed prompts' greedy continuations by teacher and student
+  under ``metrics.generations``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from slimforge.compression.evaluation import fidelity
+from slimforge.compression.generations import greedy_continuations
 from slimforge.worker.context import JobContext
 
-__all__ = ["EVALUATIONS", "run", "teacher_fidelity", "zero_shot_tasks"]
+__all__ = ["EVALUATIONS", "generations", "run", "teacher_fidelity", "zero_shot_tasks"]
 
 
 def teacher_fidelity(ctx: JobContext) -> None:
@@ -83,13 +86,22 @@ def zero_shot_tasks(ctx: JobContext) -> None:
     )
 
 
+def generations(ctx: JobContext) -> None:
+    """Greedy continuations of three fixed prompts by teacher and student
+    (``slimforge.compression.generations``): people read text before numbers."""
+    ctx.metrics["generations"] = greedy_continuations(
+        None, ctx.model, ctx.tokenizer, teacher_texts=ctx.teacher_texts
+    )
+    ctx.reporter.event("sample continuations", data={"samples": ctx.metrics["generations"]})
+
+
 def _score(score: Any) -> dict[str, Any]:
     keys = ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr", "n_samples", "version")
     return {key: getattr(score, key) for key in keys}
 
 
 # Run in order; each adds its own keys to ``ctx.metrics``.
-EVALUATIONS: list[Callable[[JobContext], None]] = [teacher_fidelity, zero_shot_tasks]
+EVALUATIONS: list[Callable[[JobContext], None]] = [teacher_fidelity, zero_shot_tasks, generations]
 
 
 def run(ctx: JobContext) -> None:

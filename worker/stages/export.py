@@ -8,8 +8,9 @@ import shutil
 import torch
 
 from slimforge.compression import export_artifact, render_model_card
+from slimforge.compression.model_card import describe_source
 from slimforge.worker.context import JobContext
-from slimforge.worker.job_spec import base_license, describe_base, target_text
+from slimforge.worker.job_spec import target_text
 from slimforge.worker.reporter import ResourceLimit
 
 __all__ = ["artifact_dtype", "check_disk_space", "run"]
@@ -58,7 +59,7 @@ def run(ctx: JobContext) -> None:
     method = request.method.name + (" + kd" if request.distill is not None else "")
     metrics["dtype"] = str(dtype).removeprefix("torch.")
     card = render_model_card(
-        base_model=describe_base(request.model),
+        source=describe_source(request.model.model_dump(mode="json")),
         method=method,
         target=target_text(request.target),
         params_before=ctx.params_before,
@@ -66,7 +67,6 @@ def run(ctx: JobContext) -> None:
         metrics=metrics,
         ranks=ranks,
         job_parameters={"job_id": ctx.job_id, **request.model_dump(mode="json")},
-        license=base_license(request.model),
         repo_id=ctx.hub_repo,
     )
     ctx.files = export_artifact(
