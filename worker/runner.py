@@ -213,9 +213,11 @@ def _end(
     session_factory: sessionmaker[Session],
     owner: str,
 ) -> None:
-    """Record the job's end (and send its webhook, if this worker ended it); remove its
-    scratch folder, whose checkpoints only serve a restart of an unfinished job."""
+    """Remove the job's scratch folder, whose checkpoints only serve a restart of an
+    unfinished job, then record the job's end (and send its webhook, if this worker ended it).
+    In that order: whoever sees the job ended finds its checkpoints gone."""
     assert outcome.status is not None
+    shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
     ended = job_rows.finish_job(
         session_factory=session_factory,
         job_id=job_id,
@@ -231,4 +233,3 @@ def _end(
             job_id=job_id,
             event=f"job.{outcome.status}",
         )
-    shutil.rmtree(settings.work_root / job_id, ignore_errors=True)
