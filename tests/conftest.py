@@ -63,7 +63,7 @@ def auth(api: TestClient, settings: Settings) -> Callable[[str], dict[str, str]]
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server on loopback for the whole session (its admin URL)."""
-    from tests.services import postgres_server
+    from bench.services import postgres_server
 
     with postgres_server() as url:
         yield url
@@ -72,7 +72,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis server on loopback for the whole session."""
-    from tests.services import redis_server
+    from bench.services import redis_server
 
     with redis_server() as url:
         yield url

@@ -257,7 +257,7 @@ def test_unknown_job_and_route(api: TestClient, auth) -> None:
 def test_unreachable_target_of_a_local_model_is_refused_at_submit(
     api: TestClient, auth, text_files, tmp_path
 ) -> None:
-    from tests.tiny import save_tiny_llama
+    from bench.tiny import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "tiny")
     for target in ({"params": 1000}, {"ratio": 0.05}):
@@ -283,7 +283,7 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
     api: TestClient, auth, text_files, tmp_path
 ) -> None:
     """minitron's shape search runs on config.json + the checkpoint header, without torch."""
-    from tests.tiny import save_tiny_llama
+    from bench.tiny import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     depth_only = {"name": "minitron", "axes": ["depth"]}

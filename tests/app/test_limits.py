@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.auth.service import get_or_create_tenant
 from slimforge.app.db import make_engine, make_session_factory, session_scope, utcnow
 from slimforge.app.jobs.models import Job
@@ -27,7 +28,6 @@ from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from slimforge.cli import main
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:

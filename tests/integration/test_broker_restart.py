@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import _wait_port, free_port
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import _wait_port, free_port
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -106,7 +106,7 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
             queued.append(client.post("/v1/jobs", json=quick).json()["id"])
             redis.restart()
             log = tmp_path / "worker.log"
-            with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+            with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log) as worker:
                 # 2. Restart it again while the long job runs (its message unacknowledged).
                 deadline = time.monotonic() + 180
                 while client.get(f"/v1/jobs/{running}").json()["stage"] != "compressing":

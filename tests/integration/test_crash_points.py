@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -69,7 +69,7 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
         for n, moment in enumerate(KILL_AT):
             job_id = client.post("/v1/jobs", json=body).json()["id"]
             log = tmp_path / f"killed-{n}.log"
-            with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+            with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log) as worker:
                 deadline = time.monotonic() + 120
                 while moment not in _events(client, job_id):
                     assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -84,7 +84,7 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
         # One worker finds every orphan once its lease expires, finishes it, then the
         # reference job runs uninterrupted.
         log = tmp_path / "survivor.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log):
+        with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log):
             reference_id = client.post("/v1/jobs", json=body).json()["id"]
             for job_id in [*killed, reference_id]:
                 job = _wait_for(client, job_id, log, timeout=300)

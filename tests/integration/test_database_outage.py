@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import PostgresServer
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import PostgresServer
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -74,7 +74,7 @@ def test_a_running_job_rides_out_a_database_restart(
     log = tmp_path / "worker.log"
     with (
         TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client,
-        _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker,
+        _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log) as worker,
     ):
         job_id = client.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 180

@@ -19,12 +19,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import free_port
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
 from tests.conftest import REPO, make_key
 from tests.integration.deploy import migrated_settings
-from tests.services import free_port
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -136,7 +136,7 @@ def test_worker_on_redis_and_postgres(
     app = create_app(settings)
     log = tmp_path / "worker.log"
     with (
-        _process([sys.executable, "-m", "slimforge.worker"], _env(settings), log),
+        _process([sys.executable, "-m", "slimforge.cli", "worker"], _env(settings), log),
         TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client,
     ):
         assert client.get("/readyz").status_code == 200

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_crash_points import _events, _weight_digests
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -51,7 +51,7 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
         killed = client.post("/v1/jobs", json=body).json()["id"]
         log = tmp_path / "killed.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+        with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log) as worker:
             deadline = time.monotonic() + 120
             while "distillation step" not in _events(client, killed):
                 assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -63,7 +63,7 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
         assert job["status"] == "running" and job["stage"] == "distilling", job
 
         log = tmp_path / "survivor.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log):
+        with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log):
             reference = client.post("/v1/jobs", json=body).json()["id"]
             for job_id in (killed, reference):
                 job = _wait_for(client, job_id, log, timeout=300)

@@ -26,13 +26,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
 from tests.conftest import make_key
 from tests.hubserver import LocalHub, running_hub
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _alive, _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -132,7 +132,7 @@ def test_a_worker_killed_while_publishing_pushes_once(deployment: Deployment, po
     job_id = client.post("/v1/jobs", json=d.body).json()["id"]
 
     log = d.logs / "killed.log"
-    with _process([sys.executable, "-m", "slimforge.worker"], d.env, log) as worker:
+    with _process([sys.executable, "-m", "slimforge.cli", "worker"], d.env, log) as worker:
         deadline = time.monotonic() + 120
         while not stall.wait_arrived(0.05):
             assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -153,7 +153,7 @@ def test_a_worker_killed_while_publishing_pushes_once(deployment: Deployment, po
         assert len(hub.commits(REPO_ID)) == 1
 
     log = d.logs / "survivor.log"
-    with _process([sys.executable, "-m", "slimforge.worker"], d.env, log) as worker:
+    with _process([sys.executable, "-m", "slimforge.cli", "worker"], d.env, log) as worker:
         job = _wait_for(client, job_id, log, timeout=120)
         assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
         orphans |= _descendants(worker.pid)

@@ -16,12 +16,12 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -72,7 +72,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
 
         # Worker 1: kill -9 once it has checkpointed its first block.
         log1 = tmp_path / "worker1.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log1) as first:
+        with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log1) as first:
             deadline = time.monotonic() + 180
             while not any(
                 e["message"] == "trained block model.layers.0" for e in _messages(client, job_id)
@@ -88,7 +88,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
 
         # Worker 2 notices the expired lease, requeues the job and resumes it.
         log2 = tmp_path / "worker2.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log2):
+        with _process([sys.executable, "-m", "slimforge.cli", "worker"], env, log2):
             job = _wait_for(client, job_id, log2, timeout=300)
             assert job["status"] == "succeeded", (job["error"], log2.read_text()[-4000:])
             assert job["attempts"] == 2

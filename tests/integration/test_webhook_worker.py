@@ -1,5 +1,4 @@
-"""A delivery worker (``python -m slimforge.worker --webhooks``) delivers webhooks from their
-own queue
+"""A delivery worker (``slimforge worker --webhooks``) delivers webhooks from their own queue
 while no job worker is free, and takes no job. Real worker process, Redis and PostgreSQL."""
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
     with (
         TestClient(create_app(settings)) as api,
         receiver(new_secret(api, h), [200]) as hook,
-        _process([sys.executable, "-m", "slimforge.worker", "--webhooks"], env, log),
+        _process([sys.executable, "-m", "slimforge.cli", "worker", "--webhooks"], env, log),
     ):
         waiting = api.post("/v1/jobs", json=body, headers=h).json()["id"]
         cancelled = api.post(

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.artifacts.models import Artifact
 from slimforge.app.jobs.models import Job
 from slimforge.app.settings import Settings
@@ -33,7 +34,6 @@ from slimforge.client import (
 from slimforge.compression.configs import METHOD_CONFIGS
 from slimforge.worker.runner import run_job
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 STAGES = ["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
 

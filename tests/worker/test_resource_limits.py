@@ -11,11 +11,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.db import session_scope
 from slimforge.app.limits.quotas import set_tenant_quota
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard
 from sqlalchemy import select, update
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.jobs.models import Job
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Client commands of ``slimforge``: talk to a running service through the SDK.
+"""Client commands of ``slimforge``: talk to a running service through the SDK only.
 
     slimforge config [--url U] [--api-key K]     set / show the server and key
     slimforge submit SPEC|flags [--wait]          submit a job (YAML/JSON body, or flags)
