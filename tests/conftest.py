@@ -32,6 +32,14 @@ def text_files(tmp_path: Path) -> dict[str, Path]:
     return {"calibration": calib, "evaluation": evaluation}
 
 
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    """A tiny random Llama saved as a model folder (``bench.tiny.save_tiny_llama``)."""
+    from bench.tiny import save_tiny_llama  # imports torch: only for the tests that use it
+
+    return save_tiny_llama(tmp_path / "tiny-llama")
+
+
 def make_key(settings: Settings, tenant: str) -> str:
     engine = make_engine(settings.database_url)
     try:

@@ -10,18 +10,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimforge.app.settings import Settings
+from tests.builders import SMOLLM2_HUB, job_body
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "main"},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"])},
-        "evaluation": {"path": str(files["evaluation"])},
-    }
-    spec.update(overrides)
-    return spec
+    """A Hub model (not read at submit) with the server's default text budgets."""
+    return job_body(
+        SMOLLM2_HUB,
+        files["calibration"],
+        files["evaluation"],
+        calibration_tokens=None,
+        seq_len=None,
+        **overrides,
+    )
 
 
 def test_submit_returns_202_location_and_defaults(api: TestClient, auth, text_files) -> None:

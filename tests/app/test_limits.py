@@ -27,18 +27,19 @@ from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from slimforge.cli import main
+from tests.builders import SMOLLM2_HUB, job_body
 from tests.conftest import make_key
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"])},
-    }
-    spec.update(overrides)
-    return spec
+    """A Hub model (not read at submit), calibration only, the server's default budget."""
+    return job_body(
+        {"id": SMOLLM2_HUB["id"]},
+        files["calibration"],
+        calibration_tokens=None,
+        seq_len=None,
+        **overrides,
+    )
 
 
 def set_quota(api: TestClient, tenant: str, **values: int | None) -> None:
