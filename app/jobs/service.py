@@ -29,6 +29,7 @@ from slimforge.app.errors import (
     UnprocessableInput,
 )
 from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.text_inputs import check_text_encodings
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
 from slimforge.app.paths import resolve_local_path
 from slimforge.app.settings import Settings
@@ -207,6 +208,7 @@ def submit_job(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
     spec = _resolved_spec(settings, body)
+    check_text_encodings(spec)
     check_model_size(
         session, tenant_id=principal.tenant_id, settings=settings, params=_local_params(body, spec)
     )
