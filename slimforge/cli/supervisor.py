@@ -91,11 +91,12 @@ class Supervisor:
             for c in self._children:
                 if c.process is not None and c.process.poll() is None:
                     out[f"worker:{c.name}"] = "ok"
+                elif c.process is not None:  # dead; the watching thread has not seen it yet
+                    why = f"process {c.process.pid} {describe_exit(c.process.returncode)}"
+                    out[f"worker:{c.name}"] = f"missing: {why}; restarting"
                 else:
                     wait = max(0.0, (c.restart_at or now) - now)
-                    out[f"worker:{c.name}"] = (
-                        f"missing: {c.last_exit or 'exited'}; restarting in {wait:.0f} s"
-                    )
+                    out[f"worker:{c.name}"] = f"missing: {c.last_exit}; restarting in {wait:.0f} s"
         return out
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -140,7 +141,7 @@ class Supervisor:
         with self._lock:
             child.process, child.restart_at, child.last_exit = None, now + delay, description
         log.error(
-            "worker %r (%s) after %.0f s; restarting in %.0f s", child.name, description, ran, delay
+            "worker %r (%s) after %.0f s; restarting in %.1f s", child.name, description, ran, delay
         )
         if self._on_exit is not None:
             try:
