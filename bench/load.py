@@ -385,7 +385,7 @@ def print_report(
         "submitted jobs stay queued"
     )
     print(
-        "- PostgreSQL and Redis are throw-away servers (tests/services.py): PostgreSQL with "
+        "- PostgreSQL and Redis are throw-away servers (bench/services.py): PostgreSQL with "
         "fsync=off, Redis without persistence — commits are cheaper than on a durable server"
     )
     # The pool settings every API process gets (the benchmark does not override them).
