@@ -1,10 +1,10 @@
 """Load benchmark of issue 7: the API under concurrent clients, in the production layout.
 
-    .venv/bin/python bench/load.py [--workers 4] [--duration 10] [--clients 50 200] [--jobs 5]
+    .venv/bin/python -m bench.load [--workers 4] [--duration 10] [--clients 50 200] [--jobs 5]
 
-Starts, in a temporary folder, a throw-away PostgreSQL and Redis (``tests/services.py``), runs
+Starts, in a temporary folder, a throw-away PostgreSQL and Redis (``bench/services.py``), runs
 the migrations, then ``uvicorn slimforge.app.asgi:app --workers N`` and one Celery worker
-(``python -m slimforge.worker``), all configured through ``SLIMFORGE_*`` variables like
+(``slimforge worker``), all configured through ``SLIMFORGE_*`` variables like
 production. Then:
 
 1. Submit-to-start delay: with the worker idle, a handful of cheap jobs (a tiny random Llama,
@@ -43,17 +43,16 @@ from urllib.parse import urlsplit
 
 import httpx
 import psutil
-from loadgen import Conn, Result, closed_loop, open_connections, open_loop
 from sqlalchemy import text
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.services and tests.tiny (not installed packages)
+from bench.loadgen import Conn, Result, closed_loop, open_connections, open_loop
+from bench.services import free_port, fresh_database, postgres_server, redis_server
+from slimforge.app.auth.service import create_api_key
+from slimforge.app.db import make_engine, make_session_factory, session_scope
+from slimforge.app.migrate import upgrade
+from slimforge.app.settings import Settings
 
-from slimforge.app.auth.service import create_api_key  # noqa: E402
-from slimforge.app.db import make_engine, make_session_factory, session_scope  # noqa: E402
-from slimforge.app.migrate import upgrade  # noqa: E402
-from slimforge.app.settings import Settings  # noqa: E402
-from tests.services import free_port, fresh_database, postgres_server, redis_server  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TENANTS = 10  # a few shared keys: client i uses key i % TENANTS
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -88,7 +87,7 @@ def _pid_listening_on(port: int) -> int:
 
 def _make_inputs(folder: Path) -> dict[str, Any]:
     """A tiny model and calibration text the worker compresses in about a second."""
-    from tests.tiny import save_tiny_llama  # imports torch: only here
+    from bench.tiny import save_tiny_llama  # imports torch: only here
 
     model = save_tiny_llama(folder / "tiny-llama")
     calib = folder / "calib.txt"
@@ -199,7 +198,8 @@ def stack(workers: int) -> Iterator[tuple[Stack, Callable[[], subprocess.Popen[b
 
         def start_worker() -> subprocess.Popen[bytes]:
             wlog = folder / "worker.log"
-            proc = es.enter_context(_process([sys.executable, "-m", "slimforge.worker"], env, wlog))
+            worker = [sys.executable, "-m", "slimforge.cli", "worker"]
+            proc = es.enter_context(_process(worker, env, wlog))
             _wait_for_log(wlog, " ready.", 1, proc)  # Celery's banner line once consuming
             s.pids["worker (Celery)"] = proc.pid
             return proc
@@ -385,7 +385,7 @@ def print_report(
         "submitted jobs stay queued"
     )
     print(
-        "- PostgreSQL and Redis are throw-away servers (tests/services.py): PostgreSQL with "
+        "- PostgreSQL and Redis are throw-away servers (bench/services.py): PostgreSQL with "
         "fsync=off, Redis without persistence — commits are cheaper than on a durable server"
     )
     # The pool settings every API process gets (the benchmark does not override them).

@@ -1,39 +1,34 @@
 """schemathesis against the API's OpenAPI schema, in process, with more examples than the test.
 
-    .venv/bin/python bench/schemathesis_run.py [--examples 200]
+    .venv/bin/python -m bench.schemathesis_run [--examples 200]
 
-Same app setup and checks as tests/app/test_schemathesis.py (no 5xx; status codes, content
-types and bodies as declared), derandomized; prints a markdown table for docs/BENCHMARKS.md
-and exits 1 when anything failed.
+Same app setup and checks as tests/app/test_schemathesis.py (bench/schemathesis_runner.py: no
+5xx; status codes, content types and bodies as declared), derandomized; prints a markdown
+table for docs/BENCHMARKS.md and exits 1 when anything failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import platform
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.schemathesis_runner import build_app, run_schema
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=200, help="per operation")
     args = parser.parse_args()
-    sys.path.insert(0, str(REPO))  # the runner lives with the test
-    runner = importlib.import_module("tests.app.test_schemathesis")
-
     with tempfile.TemporaryDirectory() as tmp:
-        app, headers = runner.build_app(Path(tmp) / "home")
+        app, headers = build_app(Path(tmp) / "home")
         start = time.monotonic()
         try:
-            results = runner.run_schema(app, headers, examples=args.examples)
+            results = run_schema(app, headers, examples=args.examples)
         finally:
             app.state.engine.dispose()
         seconds = time.monotonic() - start

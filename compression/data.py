@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from slimforge.compression.text_encoding import check_utf8
+
 __all__ = ["Document", "TextSource", "load_texts", "token_blocks"]
 
 # A document is plain text or a chat (a list of {"role", "content"} messages), which
@@ -19,7 +21,10 @@ Document = str | list[dict[str, Any]]
 
 @dataclass(frozen=True)
 class TextSource:
-    """Where text comes from: a local ``path`` (.txt, .md, .jsonl) or a Hub ``dataset``."""
+    """Where text comes from: a local ``path`` (.txt, .md, .jsonl) or a Hub ``dataset``.
+
+    ``label``: the request field the source was given in (``"calibration.path"``), for errors.
+    """
 
     path: str | None = None
     dataset: str | None = None
@@ -27,6 +32,7 @@ class TextSource:
     config_name: str | None = None
     field: str = "text"
     revision: str | None = None
+    label: str | None = None
 
 
 def _record_document(record: Any, field: str, where: str) -> Document:
@@ -74,12 +80,26 @@ def _load_hub(source: TextSource) -> list[Document]:
     return [_record_document(row, source.field, f"{where} row {i}") for i, row in enumerate(ds)]
 
 
+def _load_file(path: Path, field: str) -> list[Document]:
+    suffix = path.suffix.lower()
+    if suffix in {".txt", ".md"}:
+        text = path.read_text(encoding="utf-8")
+        paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
+        return [p for p in paragraphs if p]
+    if suffix == ".jsonl":
+        return _load_jsonl(path, field)
+    raise ValueError(f"unsupported text file type {suffix!r} ({path}); use .txt, .md or .jsonl")
+
+
 def load_texts(source: TextSource) -> list[Document]:
     """Documents from a local file or a Hub dataset.
 
     ``.txt``/``.md``: documents are separated by blank lines (a file without blank lines is one
     document). ``.jsonl``: the ``field`` of each line, a string or a chat ``messages`` list.
     A Hub ``dataset`` is read with ``datasets.load_dataset`` (an optional dependency).
+
+    Raises ``FileNotFoundError``; ``NotUtf8Error`` (a ``ValueError``) for a file that is not
+    UTF-8, naming the byte offset and the fix; ``ValueError`` for other unusable text.
     """
     if (source.path is None) == (source.dataset is None):
         raise ValueError("a text source needs exactly one of path or dataset")
@@ -90,17 +110,11 @@ def load_texts(source: TextSource) -> list[Document]:
         path = Path(source.path)
         if not path.is_file():
             raise FileNotFoundError(f"text file not found: {path}")
-        suffix = path.suffix.lower()
-        if suffix in {".txt", ".md"}:
-            text = path.read_text(encoding="utf-8")
-            paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n")]
-            docs = [p for p in paragraphs if p]
-        elif suffix == ".jsonl":
-            docs = _load_jsonl(path, source.field)
-        else:
-            raise ValueError(
-                f"unsupported text file type {suffix!r} ({path}); use .txt, .md or .jsonl"
-            )
+        try:
+            docs = _load_file(path, source.field)
+        except UnicodeDecodeError:
+            check_utf8(path, label=source.label)  # raises NotUtf8Error: where, and the fix
+            raise
     if not docs:
         raise ValueError(f"no text found in {source.path or source.dataset}")
     return docs

@@ -1,8 +1,8 @@
 """The README's first command: compress a real model end to end through the real service.
 
 Starts ``slimforge serve`` (API + a real Celery worker process, SQLite, file-system broker)
-in a data folder, submits an ``svd`` job for SmolLM2-135M-Instruct over HTTP, follows its
-server-sent events and prints the result table.
+in a data folder, submits an ``svd`` job for SmolLM2-135M-Instruct through the SDK
+(``slimforge.client``), follows its server-sent events and prints the result table.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from slimforge.app.settings import Settings
+from slimforge.client import APIError, Client, EventOut
 from slimforge.demo_model import GGUF, fetch_smollm2
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "corpus"
@@ -76,26 +77,11 @@ def _create_key(env: dict[str, str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _follow(client: httpx.Client, job_id: str) -> None:
-    """Print the job's events as they arrive (server-sent events)."""
-    with client.stream(
-        "GET", f"/v1/jobs/{job_id}/events", params={"stream": "true"}, timeout=None
-    ) as response:
-        response.raise_for_status()
-        kind = ""
-        for line in response.iter_lines():
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: ") and kind == "job.event":
-                event = json.loads(line[6:])
-                stage = f"[{event['stage']}]" if event["stage"] else ""
-                extra = {k: v for k, v in event["data"].items() if k != "ranks"}
-                detail = f"  {json.dumps(extra)}" if extra else ""
-                print(
-                    f"  {event['time'][11:19]} {stage:<14} {event['message']}{detail}", flush=True
-                )
-            elif line.startswith("data: ") and kind == "job.end":
-                return
+def _print_event(event: EventOut) -> None:
+    stage = f"[{event.stage}]" if event.stage else ""
+    extra = {k: v for k, v in event.data.items() if k != "ranks"}
+    detail = f"  {json.dumps(extra)}" if extra else ""
+    print(f"  {event.time:%H:%M:%S} {stage:<14} {event.message}{detail}", flush=True)
 
 
 def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
@@ -201,21 +187,22 @@ def run_demo(
                 "max_tokens": calibration_tokens,
                 "seq_len": seq_len,
             }
-        with httpx.Client(
-            base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
-        ) as client:
-            response = client.post("/v1/jobs", json=body)
-            if response.status_code != 202:
-                print(f"submit failed: {response.status_code} {response.text}")
+        with Client(base, key, timeout=30) as client:
+            try:
+                submitted = client.jobs.create(body)
+            except APIError as exc:
+                print(f"submit failed: {exc.status_code} {exc.message}")
                 return 1
-            job_id = response.json()["id"]
-            print(f"submitted {job_id}: 202 Accepted, Location {response.headers['location']}")
-            _follow(client, job_id)
-            job = client.get(f"/v1/jobs/{job_id}").json()
+            job_id = submitted.id
+            print(f"submitted {job_id}: 202 Accepted, Location /v1/jobs/{job_id}")
+            # Server-sent events through the SDK's parser, until the job ends.
+            for event in client.jobs.events(job_id, stream=True):
+                _print_event(event)
+            job = client.jobs.get(job_id).model_dump(mode="json")
             if job["status"] != "succeeded":
                 print(f"job {job['status']}: {job['error']}")
                 return 1
-            artifact = client.get(f"/v1/jobs/{job_id}/artifacts").json()
+            artifact = client.jobs.artifacts(job_id).model_dump(mode="json")
         folder = settings.artifacts_root / job_id
         print()
         print(_table(job, artifact, folder))

@@ -32,6 +32,14 @@ def text_files(tmp_path: Path) -> dict[str, Path]:
     return {"calibration": calib, "evaluation": evaluation}
 
 
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> Path:
+    """A tiny random Llama saved as a model folder (``bench.tiny.save_tiny_llama``)."""
+    from bench.tiny import save_tiny_llama  # imports torch: only for the tests that use it
+
+    return save_tiny_llama(tmp_path / "tiny-llama")
+
+
 def make_key(settings: Settings, tenant: str) -> str:
     engine = make_engine(settings.database_url)
     try:
@@ -63,7 +71,7 @@ def auth(api: TestClient, settings: Settings) -> Callable[[str], dict[str, str]]
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server on loopback for the whole session (its admin URL)."""
-    from tests.services import postgres_server
+    from bench.services import postgres_server
 
     with postgres_server() as url:
         yield url
@@ -72,7 +80,7 @@ def postgres_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis server on loopback for the whole session."""
-    from tests.services import redis_server
+    from bench.services import redis_server
 
     with redis_server() as url:
         yield url

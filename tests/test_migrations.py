@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from bench.services import fresh_database
 from slimforge.app.migrate import downgrade, upgrade
 from slimforge.app.models import Base
 from slimforge.app.settings import Settings
-from tests.services import fresh_database
 
 
 def _check_schema_matches_models(url: str) -> None:

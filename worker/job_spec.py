@@ -10,7 +10,7 @@ import torch
 from slimforge.app.settings import Settings
 from slimforge.compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
 from slimforge.compression.synthetic import sample_blocks
-from slimforge.contract.jobs import ModelSpec, Target, TextData
+from slimforge.contract.jobs import EvaluationData, ModelSpec, Target, TextData
 
 __all__ = [
     "job_device",
@@ -29,8 +29,10 @@ def job_device(settings: Settings) -> str:
 
 
 def text_source(data: TextData) -> TextSource:
-    """The calibration or evaluation source of a request."""
+    """The calibration or evaluation source of a request (its errors name the field)."""
+    section = "evaluation" if isinstance(data, EvaluationData) else "calibration"
     return TextSource(
+        label=f"{section}.path" if data.path is not None else f"{section}.dataset",
         path=data.path,
         dataset=data.dataset,
         split=data.split,

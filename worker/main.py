@@ -1,4 +1,4 @@
-"""Start a worker process: ``slimforge worker`` (or ``python -m slimforge.worker``)."""
+"""Start a worker process; the command is ``slimforge worker`` (``slimforge.cli``)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,3 @@ def start_worker(settings: Settings, *, loglevel: str = "INFO", deliveries: bool
     finally:
         sweeper.stop()
         engine.dispose()
-
-
-if __name__ == "__main__":
-    start_worker(Settings())

@@ -17,7 +17,7 @@ from celery import Celery
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from slimforge.app.artifacts.service import purge_expired_artifacts
+from slimforge.app.artifacts.service import purge_expired_artifacts, purge_orphaned_artifacts
 from slimforge.app.artifacts.storage import make_store
 from slimforge.app.db import utcnow
 from slimforge.app.jobs import lifecycle
@@ -29,6 +29,7 @@ from slimforge.worker.db_retry import is_transient
 __all__ = [
     "OrphanSweeper",
     "purge_artifacts",
+    "purge_orphans",
     "requeue_orphaned_jobs",
     "resend_stale_queued",
     "resend_stale_webhooks",
@@ -125,10 +126,20 @@ def purge_artifacts(*, settings: Settings, session_factory: sessionmaker[Session
     return purged
 
 
+def purge_orphans(*, settings: Settings, session_factory: sessionmaker[Session]) -> list[str]:
+    """Remove stored files whose job was deleted (a deletion interrupted after its commit);
+    returns those job ids."""
+    with session_factory() as session:
+        purged = purge_orphaned_artifacts(session, store=make_store(settings))
+    if purged:
+        log.warning("removed the files of %d deleted job(s): %s", len(purged), ", ".join(purged))
+    return purged
+
+
 class OrphanSweeper(threading.Thread):
     """Runs the sweeps (:func:`requeue_orphaned_jobs`, :func:`resend_stale_queued`,
-    :func:`resend_stale_webhooks`, :func:`purge_artifacts`) at start and then every
-    ``interval`` seconds."""
+    :func:`resend_stale_webhooks`, :func:`purge_orphans`, :func:`purge_artifacts`) at start and
+    then every ``interval`` seconds."""
 
     def __init__(
         self,
@@ -167,11 +178,12 @@ class OrphanSweeper(threading.Thread):
                 )
             except Exception as exc:
                 self._failed("webhook resend sweep", exc)
-            if self.settings.artifact_retention_days is not None:
-                try:
+            try:
+                purge_orphans(settings=self.settings, session_factory=self.session_factory)
+                if self.settings.artifact_retention_days is not None:
                     purge_artifacts(settings=self.settings, session_factory=self.session_factory)
-                except Exception as exc:
-                    self._failed("artifact retention sweep", exc)
+            except Exception as exc:
+                self._failed("artifact retention sweep", exc)
             if self.stopped.wait(self.interval):
                 return
 

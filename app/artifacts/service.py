@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +18,14 @@ from slimforge.app.jobs.service import add_event, get_job
 from slimforge.contract.artifacts import ArtifactFileOut, ArtifactOut
 from slimforge.contract.jobs import TERMINAL_STATUSES
 
+log = logging.getLogger("slimforge.api")
+
 __all__ = [
     "artifact_out",
     "delete_job",
     "get_artifact",
     "purge_expired_artifacts",
+    "purge_orphaned_artifacts",
     "record_artifact",
     "resolve_file",
 ]
@@ -77,17 +81,41 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
 
 
 def delete_job(session: Session, *, store: ArtifactStore, tenant_id: str, job_id: str) -> None:
-    """Delete an ended job: its artifact files first, then the job, its events and manifest."""
+    """Delete an ended job: the job, its events and manifest first, then its files.
+
+    Rows first: a commit that fails leaves the job as it was, every file its manifest lists
+    still there. Files that outlive their rows (the process died, or the store failed, right
+    after the commit) are removed by :func:`purge_orphaned_artifacts`, which the workers'
+    sweeper runs.
+    """
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job.status not in TERMINAL_STATUSES:
         raise Conflict(
             f"job '{job_id}' is {job.status}: cancel it first (POST /v1/jobs/{job_id}/cancel)"
         )
     artifact = session.get(Artifact, job_id)
-    if artifact is not None:
-        store.delete(artifact.location)
+    # The job id also names the files an unrecorded attempt may have left.
+    location = artifact.location if artifact is not None else job_id
     session.delete(job)
     session.commit()
+    try:
+        store.delete(location)
+    except Exception:  # the rows are gone: the orphan sweep finishes the files
+        log.warning("job %s deleted; its files stay until the next sweep", job_id, exc_info=True)
+
+
+def purge_orphaned_artifacts(session: Session, *, store: ArtifactStore) -> list[str]:
+    """Remove stored files whose job no longer exists (a deletion interrupted after its
+    commit); returns those job ids. A job being stored still has its row, so it is never
+    touched."""
+    stored = store.job_ids()
+    if not stored:
+        return []
+    existing = set(session.scalars(select(Job.id).where(Job.id.in_(stored))))
+    orphans = sorted(stored - existing)
+    for job_id in orphans:
+        store.delete(job_id)
+    return orphans
 
 
 def purge_expired_artifacts(

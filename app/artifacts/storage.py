@@ -30,6 +30,10 @@ __all__ = [
 CHUNK = 1 << 20
 
 
+# Every job id starts with this (app.jobs.models); other names in a store are not artifacts.
+JOB_PREFIX = "job_"
+
+
 class ChecksumMismatch(RuntimeError):
     """A stored file's bytes do not match the sha256 of the manifest."""
 
@@ -61,6 +65,10 @@ class ArtifactStore(Protocol):
 
     def delete(self, location: str) -> None:
         """Remove the artifact (no error when it is already gone)."""
+        ...
+
+    def job_ids(self) -> set[str]:
+        """The jobs that have files in the store (to find those whose job row is gone)."""
         ...
 
 
@@ -144,6 +152,11 @@ class LocalArtifactStore:
         if folder.is_relative_to(self.root.resolve()) and folder != self.root.resolve():
             shutil.rmtree(folder, ignore_errors=True)
 
+    def job_ids(self) -> set[str]:
+        if not self.root.is_dir():
+            return set()
+        return {p.name for p in self.root.iterdir() if p.name.startswith(JOB_PREFIX) and p.is_dir()}
+
 
 class S3ArtifactStore:
     """Artifacts as objects ``<prefix><job id>/<random>/<path>`` in an S3-compatible bucket.
@@ -214,6 +227,16 @@ class S3ArtifactStore:
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    def job_ids(self) -> set[str]:
+        found: set[str] = set()
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(self.prefix) :].rstrip("/")
+                if name.startswith(JOB_PREFIX):
+                    found.add(name)
+        return found
 
 
 def make_store(settings: Settings) -> ArtifactStore:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -20,10 +20,23 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "Not ready: the database or the broker is unreachable"}},
+    responses={
+        503: {
+            "description": "Not ready: the database or the broker is unreachable, or (slimforge "
+            "serve) one of its workers is not running"
+        }
+    },
 )
-def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
-    """Ready when the database answers and the broker is reachable; 503 otherwise."""
+def readyz(
+    request: Request, session: SessionDep, settings: SettingsDep, celery: CeleryDep
+) -> JSONResponse:
+    """Ready when the database answers and the broker is reachable; 503 otherwise.
+
+    Under ``slimforge serve`` the API is its workers' parent and checks them too
+    (``worker:jobs``, ``worker:webhooks``): a worker that died is missing until it has been
+    restarted. A separately deployed API does not: its workers scale on their own, and jobs
+    wait queued while none runs.
+    """
     checks: dict[str, str] = {}
     try:
         session.execute(text("SELECT 1"))
@@ -31,6 +44,9 @@ def readyz(session: SessionDep, settings: SettingsDep, celery: CeleryDep) -> JSO
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     checks["broker"] = "ok" if broker_reachable(celery, settings) else "unreachable"
+    workers = getattr(request.app.state, "workers", None)  # set by slimforge serve
+    if workers is not None:
+        checks.update(workers.status())
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -20,6 +20,7 @@ from slimforge.contract.jobs import TERMINAL_STATUSES
 
 __all__ = [
     "claim_job",
+    "expire_leases_of",
     "finish_job",
     "is_cancel_requested",
     "merge_metrics",
@@ -101,6 +102,35 @@ def requeue_orphaned(session: Session) -> list[str]:
             requeued.append(job_id)
     session.commit()
     return requeued
+
+
+def expire_leases_of(session: Session, *, owner: str, reason: str) -> list[str]:
+    """End the leases of a worker process known to be dead (its parent saw it exit), so the
+    next sweep requeues its jobs now instead of one lease later; returns their ids.
+
+    ``reason`` (e.g. ``"process 123 killed by SIGKILL"``) goes into a warning event on each
+    job: a job's log says that its worker was lost and why.
+    """
+    now = utcnow()
+    job_ids = list(
+        session.scalars(select(Job.id).where(Job.status == "running", Job.lease_owner == owner))
+    )
+    for job_id in job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "running", Job.lease_owner == owner)
+            .values(lease_expires_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        add_event(
+            session,
+            job_id=job_id,
+            level="warning",
+            message=f"worker lost: {reason}; the job will be requeued",
+            data={"worker": owner},
+        )
+    session.commit()
+    return job_ids
 
 
 def stale_queued(session: Session, *, quiet_for: timedelta) -> list[str]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from slimforge.app.db import Base, UTCDateTime, utcnow
+from slimforge.contract.jobs import Stage
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -37,7 +38,7 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(40), unique=True, default=_job_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
-    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    stage: Mapped[Stage | None] = mapped_column(String(16), nullable=True)
     method: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
@@ -63,6 +64,6 @@ class JobEvent(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     level: Mapped[str] = mapped_column(String(10), default="info")
-    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    stage: Mapped[Stage | None] = mapped_column(String(16), nullable=True)
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -28,6 +28,7 @@ from slimforge.app.errors import (
 )
 from slimforge.app.jobs.model_checks import check_job_against_model
 from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.text_inputs import check_text_encodings
 from slimforge.app.jobs.text_sources import check_held_out
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
 from slimforge.app.paths import resolve_local_path
@@ -137,6 +138,7 @@ def submit_job(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
     spec, params = _resolved_spec(settings, body)
+    check_text_encodings(spec)
     check_model_size(session, tenant_id=principal.tenant_id, settings=settings, params=params)
     job = Job(
         tenant_id=principal.tenant_id,

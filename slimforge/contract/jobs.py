@@ -14,6 +14,8 @@ from slimforge.contract.webhooks import Webhook
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# The stages a job goes through, in order (distilling and publishing only when asked for); a
+# running job's ``stage`` and each event's ``stage`` are one of these.
 Stage = Literal[
     "loading",
     "calibrating",
@@ -244,7 +246,7 @@ class JobOut(BaseModel):
 
     id: str
     status: JobStatus
-    stage: str | None
+    stage: Stage | None = Field(description="The stage the job is in or ended in.")
     method: str
     created_at: datetime
     started_at: datetime | None
@@ -271,7 +273,7 @@ class EventOut(BaseModel):
     job_id: str
     time: datetime
     level: str
-    stage: str | None
+    stage: Stage | None = Field(description="The stage the event belongs to, if any.")
     message: str
     data: dict[str, Any]
 

@@ -145,3 +145,62 @@ def test_retention_removes_old_artifacts_and_keeps_the_job(
     assert api.get(f"/v1/jobs/{old}/artifacts", headers=h).status_code == 404
     events = api.get(f"/v1/jobs/{old}/events", headers=h).json()["items"]
     assert any("kept 7 days" in e["message"] for e in events)
+
+
+def test_a_failed_delete_commit_leaves_every_file(
+    api: TestClient, auth, settings, tmp_path, monkeypatch
+) -> None:
+    """The rows go first: when the commit fails, the job and every file of its manifest stay."""
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    h = auth()
+    job_id = _job(api, h, tmp_path)
+    files = _fake_artifact(api, settings, job_id)
+    _end(api, job_id)
+
+    commit = Session.commit
+
+    def failing_commit(self: Session) -> None:
+        if self.deleted:  # the deletion's commit (not the key check's)
+            raise OperationalError("COMMIT", {}, Exception("database is locked"))
+        commit(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(Session, "commit", failing_commit)
+        # The API answers a database failure with 503 (retry later).
+        assert api.delete(f"/v1/jobs/{job_id}", headers=h).status_code == 503
+    listing = api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()
+    assert {f["path"] for f in listing["files"]} == set(files)
+    for name, data in files.items():
+        assert (settings.artifacts_root / job_id / name).read_bytes() == data
+
+
+def test_files_left_by_an_interrupted_delete_are_swept(
+    api: TestClient, auth, settings, tmp_path, monkeypatch
+) -> None:
+    """The store fails (or the process dies) after the commit: the job is gone, its files are
+    removed by the workers' sweep, and nothing else in the store is touched."""
+    from slimforge.app.artifacts.storage import LocalArtifactStore
+    from slimforge.worker.recovery import purge_orphans
+
+    h = auth()
+    deleted, kept = _job(api, h, tmp_path), _job(api, h, tmp_path)
+    for job_id in (deleted, kept):
+        _fake_artifact(api, settings, job_id)
+        _end(api, job_id)
+
+    def crash(self: LocalArtifactStore, location: str) -> None:
+        raise OSError("the process died here")
+
+    with monkeypatch.context() as m:
+        m.setattr(LocalArtifactStore, "delete", crash)
+        assert api.delete(f"/v1/jobs/{deleted}", headers=h).status_code == 204
+    assert api.get(f"/v1/jobs/{deleted}", headers=h).status_code == 404
+    assert (settings.artifacts_root / deleted).exists()  # left behind by the crash
+    factory = api.app.state.session_factory
+    assert purge_orphans(settings=settings, session_factory=factory) == [deleted]
+    assert not (settings.artifacts_root / deleted).exists()
+    assert (settings.artifacts_root / kept / "config.json").exists()
+    assert (settings.artifacts_root / "secret.txt").exists()
+    assert purge_orphans(settings=settings, session_factory=factory) == []

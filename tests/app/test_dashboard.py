@@ -21,6 +21,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.dashboard.router import STATIC
 from slimforge.app.jobs.models import Job
 from slimforge.app.main import create_app
@@ -28,7 +29,6 @@ from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import JobReporter, run_job
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 SETUP_HINT = "run `bash scripts/setup.sh --dev` (installs Debian's chromium and playwright)"
 

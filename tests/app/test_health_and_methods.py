@@ -64,9 +64,9 @@ def test_an_exhausted_connection_pool_is_a_503_after_the_pool_timeout(
 ) -> None:
     """More concurrent requests than pooled connections: the extra ones wait
     db_pool_timeout_seconds, then get 503 with Retry-After (not a hang, not a 500)."""
+    from bench.services import fresh_database
     from slimforge.app.migrate import upgrade
     from tests.conftest import make_key
-    from tests.services import fresh_database
 
     settings = Settings(
         home=tmp_path,

@@ -32,6 +32,7 @@ from huggingface_hub.errors import (
 )
 from sqlalchemy import update
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.artifacts.service import record_artifact
 from slimforge.app.artifacts.storage import make_store
 from slimforge.app.db import session_scope, utcnow
@@ -40,7 +41,6 @@ from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from tests.conftest import CORPUS, make_key
-from tests.tiny import save_tiny_llama
 
 HF_CLI = Path(sys.executable).parent / "hf"
 

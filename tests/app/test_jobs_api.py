@@ -10,18 +10,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimforge.app.settings import Settings
+from tests.builders import SMOLLM2_HUB, job_body
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "main"},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"])},
-        "evaluation": {"path": str(files["evaluation"])},
-    }
-    spec.update(overrides)
-    return spec
+    """A Hub model (not read at submit) with the server's default text budgets."""
+    return job_body(
+        SMOLLM2_HUB,
+        files["calibration"],
+        files["evaluation"],
+        calibration_tokens=None,
+        seq_len=None,
+        **overrides,
+    )
 
 
 def test_submit_returns_202_location_and_defaults(api: TestClient, auth, text_files) -> None:
@@ -257,7 +258,7 @@ def test_unknown_job_and_route(api: TestClient, auth) -> None:
 def test_unreachable_target_of_a_local_model_is_refused_at_submit(
     api: TestClient, auth, text_files, tmp_path
 ) -> None:
-    from tests.tiny import save_tiny_llama
+    from bench.tiny import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "tiny")
     for target in ({"params": 1000}, {"ratio": 0.05}):
@@ -283,7 +284,7 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
     api: TestClient, auth, text_files, tmp_path
 ) -> None:
     """minitron's shape search runs on config.json + the checkpoint header, without torch."""
-    from tests.tiny import save_tiny_llama
+    from bench.tiny import save_tiny_llama
 
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     depth_only = {"name": "minitron", "axes": ["depth"]}

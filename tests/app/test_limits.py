@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.auth.service import get_or_create_tenant
 from slimforge.app.db import make_engine, make_session_factory, session_scope, utcnow
 from slimforge.app.jobs.models import Job
@@ -26,19 +27,19 @@ from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from slimforge.cli import main
+from tests.builders import SMOLLM2_HUB, job_body
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 
 def body(files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"])},
-    }
-    spec.update(overrides)
-    return spec
+    """A Hub model (not read at submit), calibration only, the server's default budget."""
+    return job_body(
+        {"id": SMOLLM2_HUB["id"]},
+        files["calibration"],
+        calibration_tokens=None,
+        seq_len=None,
+        **overrides,
+    )
 
 
 def set_quota(api: TestClient, tenant: str, **values: int | None) -> None:

@@ -20,13 +20,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from bench.services import free_port
 from slimforge.app.limits import shared
 from slimforge.app.limits.middleware import RequestLimitsMiddleware
 from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from tests.conftest import make_key
-from tests.services import free_port
 
 pytestmark = pytest.mark.services
 

@@ -56,9 +56,9 @@ def test_more_concurrent_requests_than_connections_all_succeed(
     check, route) and holds the connection in between; without slots the 40 worker threads
     all block in the pool's checkout while the request holding the connection waits for a
     thread: nothing moves until checkouts time out (503s). With slots every read succeeds."""
+    from bench.services import fresh_database
     from slimforge.app.migrate import upgrade
     from tests.conftest import make_key
-    from tests.services import fresh_database
 
     settings = Settings(
         home=tmp_path,

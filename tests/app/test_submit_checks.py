@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
+from bench.tiny import save_tiny_llama
 from slimforge.compression.lowrank import count_parameters
 from tests.app.test_jobs_api import body
 from tests.compression.helpers import VOCAB, char_tokenizer, save_consolidated, tiny_llama
-from tests.tiny import save_tiny_llama
 
 
 def _submit(api: TestClient, auth: Any, files: dict[str, Path], model: Path, **kw: Any) -> Any:

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
@@ -20,8 +19,6 @@ from transformers import (
     GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
     MambaConfig,
     MambaForCausalLM,
     MistralConfig,
@@ -30,34 +27,19 @@ from transformers import (
     MixtralForCausalLM,
     PhiConfig,
     PhiForCausalLM,
-    PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
     Qwen2MoeConfig,
     Qwen2MoeForCausalLM,
 )
 
-VOCAB = 256
+# The base model and tokenizer live with the job tests' (bench.tiny); re-exported here.
+from bench.tiny import VOCAB as VOCAB
+from bench.tiny import char_tokenizer as char_tokenizer
+from bench.tiny import tiny_llama as tiny_llama
+
 # Imports the isolated loader blocks: an artifact must load with torch + transformers only.
 BLOCKED = ("compression", "app", "worker", "slimforge")
-
-
-def tiny_llama(seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
-    """A Llama (2 layers unless told) with GQA and tied embeddings."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def tiny_qwen2(seed: int = 0) -> Qwen2ForCausalLM:
@@ -208,22 +190,6 @@ def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     cfg = GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=VOCAB)
     return GPT2LMHeadModel(cfg).eval()
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-ish character tokenizer: printable ASCII c -> ord(c) (ids 32..126), specials 0..2."""
-    vocab = {f"<x{i}>": i for i in range(VOCAB)}
-    for i in range(32, 127):
-        vocab[chr(i)] = i
-        del vocab[f"<x{i}>"]
-    vocab.update({"<unk>": 0, "<s>": 1, "</s>": 2})
-    for i in range(3):
-        del vocab[f"<x{i}>"]
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
 
 
 def correlated_blocks(n_blocks: int, seq_len: int, seed: int = 0) -> torch.Tensor:

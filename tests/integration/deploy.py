@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.services import fresh_database
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
-from tests.services import fresh_database
 
 
 def migrated_settings(

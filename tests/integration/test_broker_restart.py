@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,12 +18,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import _wait_port, free_port
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
+from tests.builders import WORKER, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import _wait_port, free_port
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -91,7 +90,7 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
         )
         key = make_key(settings, "ci")
         app = create_app(settings)
-        env = _env(settings)
+        env = process_env(settings)
         body: dict[str, Any] = {
             "model": {"path": str(model)},
             "target": {"ratio": 0.8},
@@ -106,7 +105,7 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
             queued.append(client.post("/v1/jobs", json=quick).json()["id"])
             redis.restart()
             log = tmp_path / "worker.log"
-            with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+            with running_process(WORKER, env, log) as worker:
                 # 2. Restart it again while the long job runs (its message unacknowledged).
                 deadline = time.monotonic() + 180
                 while client.get(f"/v1/jobs/{running}").json()["stage"] != "compressing":
@@ -115,7 +114,7 @@ def test_redis_restarts_lose_no_job_and_run_none_twice(
                     time.sleep(0.1)
                 redis.restart()
                 for job_id in [*queued, running]:
-                    job = _wait_for(client, job_id, log, timeout=300)
+                    job = wait_for_job(client, job_id, log, timeout=300)
                     assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
                 time.sleep(2)  # time for a duplicate delivery, if there were one, to start
                 for job_id in [*queued, running]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
+from tests.builders import WORKER, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -55,7 +54,7 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     key = make_key(settings, "ci")
-    env = _env(settings)
+    env = process_env(settings)
     body: dict[str, Any] = {
         "model": {"path": str(model)},
         "target": {"ratio": 0.8},
@@ -69,7 +68,7 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
         for n, moment in enumerate(KILL_AT):
             job_id = client.post("/v1/jobs", json=body).json()["id"]
             log = tmp_path / f"killed-{n}.log"
-            with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+            with running_process(WORKER, env, log) as worker:
                 deadline = time.monotonic() + 120
                 while moment not in _events(client, job_id):
                     assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -84,10 +83,10 @@ def test_a_worker_killed_in_any_stage_leaves_the_same_result(
         # One worker finds every orphan once its lease expires, finishes it, then the
         # reference job runs uninterrupted.
         log = tmp_path / "survivor.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log):
+        with running_process(WORKER, env, log):
             reference_id = client.post("/v1/jobs", json=body).json()["id"]
             for job_id in [*killed, reference_id]:
-                job = _wait_for(client, job_id, log, timeout=300)
+                job = wait_for_job(client, job_id, log, timeout=300)
                 assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
         reference = _weight_digests(client, reference_id)
         assert reference

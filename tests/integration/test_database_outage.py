@@ -7,7 +7,6 @@ the shared one of the other tests is never stopped).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import PostgresServer
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
+from tests.builders import WORKER, job_body, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.services import PostgresServer
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -36,15 +35,17 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 def _body(model: Path, calib: Path, evaluation: Path) -> dict[str, Any]:
-    return {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
+    return job_body(
+        model,
+        calib,
+        evaluation,
         # Enough training steps per block that the job is mid-way through compressing, with
         # progress events and cancellation checks to write and read, while the database is down.
-        "method": {"name": "lillama", "batch_size": 4, "epochs": 40, "learning_rate": 1e-4},
-        "calibration": {"path": str(calib), "max_tokens": 2048, "seq_len": 64},
-        "evaluation": {"path": str(evaluation), "max_tokens": 1024, "seq_len": 64},
-    }
+        method={"name": "lillama", "batch_size": 4, "epochs": 40, "learning_rate": 1e-4},
+        calibration_tokens=2048,
+        evaluation_tokens=1024,
+        seq_len=64,
+    )
 
 
 def _events(client: TestClient, job_id: str) -> list[dict[str, Any]]:
@@ -68,13 +69,13 @@ def test_a_running_job_rides_out_a_database_restart(
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
-    env = _env(settings)
+    env = process_env(settings)
     body = _body(model, text_files["calibration"], text_files["evaluation"])
     app = create_app(settings)
     log = tmp_path / "worker.log"
     with (
         TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client,
-        _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker,
+        running_process(WORKER, env, log) as worker,
     ):
         job_id = client.post("/v1/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 180
@@ -88,7 +89,7 @@ def test_a_running_job_rides_out_a_database_restart(
         assert worker.poll() is None, log.read_text()[-4000:]
         own_postgres.start()
 
-        job = _wait_for(client, job_id, log, timeout=300)
+        job = wait_for_job(client, job_id, log, timeout=300)
         text = log.read_text()
         assert job["status"] == "succeeded", (job["error"], text[-4000:])
         assert job["attempts"] == 1, text[-4000:]  # retried in place, not lost and requeued
@@ -116,7 +117,7 @@ def test_a_running_job_rides_out_a_database_restart(
         # The same worker process serves the next job (a quick one).
         assert worker.poll() is None, text[-4000:]
         second = client.post("/v1/jobs", json={**body, "method": {"name": "svd"}}).json()["id"]
-        done = _wait_for(client, second, log, timeout=300)
+        done = wait_for_job(client, second, log, timeout=300)
         assert done["status"] == "succeeded", (done["error"], log.read_text()[-4000:])
         assert done["attempts"] == 1
         assert worker.poll() is None

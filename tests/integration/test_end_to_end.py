@@ -6,25 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.services import free_port
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
+from tests.builders import WORKER, alive, job_body, process_env, running_process, wait_for_job
 from tests.conftest import REPO, make_key
 from tests.integration.deploy import migrated_settings
-from tests.services import free_port
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -43,63 +40,6 @@ ids = tok("def f(x):", return_tensors="pt")
 out = model.generate(**ids, max_new_tokens=8, do_sample=False)
 print("RESULT", n, out.shape[1] - ids["input_ids"].shape[1])
 """
-
-
-def _job_body(model: Path, calib: Path, evaluation: Path) -> dict[str, Any]:
-    return {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(calib), "max_tokens": 4096, "seq_len": 128},
-        "evaluation": {"path": str(evaluation), "max_tokens": 2048, "seq_len": 128},
-    }
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    """The environment of a worker (or CLI) process with ``settings``: every field the test set
-    as its ``SLIMFORGE_`` variable, on the CPU unless told otherwise."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLIMFORGE_")}
-    env.update(
-        SLIMFORGE_HOME=str(settings.home),
-        SLIMFORGE_DATABASE_URL=settings.database_url,
-        SLIMFORGE_BROKER_URL=settings.broker_url,
-        SLIMFORGE_LOCAL_ROOTS=json.dumps([str(p) for p in settings.local_roots or []]),
-        SLIMFORGE_DEVICE="cpu",
-        PYTHONPATH=str(REPO),
-    )
-    values = settings.model_dump(mode="json")
-    for name in settings.model_fields_set - {"home", "database_url", "broker_url", "local_roots"}:
-        value = values[name]
-        if value is not None:
-            text = value if isinstance(value, str) else json.dumps(value)
-            env[f"SLIMFORGE_{name.upper()}"] = text
-    return env
-
-
-@contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _wait_for(
-    client: httpx.Client | TestClient, job_id: str, log: Path, timeout: float = 300
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in {"succeeded", "failed", "cancelled"}:
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish; worker log:\n{log.read_text()[-4000:]}")
 
 
 def _download_and_load(client: httpx.Client | TestClient, job_id: str, dest: Path) -> list[str]:
@@ -136,15 +76,15 @@ def test_worker_on_redis_and_postgres(
     app = create_app(settings)
     log = tmp_path / "worker.log"
     with (
-        _process([sys.executable, "-m", "slimforge.worker"], _env(settings), log),
+        running_process(WORKER, process_env(settings), log),
         TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client,
     ):
         assert client.get("/readyz").status_code == 200
         r = client.post(
-            "/v1/jobs", json=_job_body(model, text_files["calibration"], text_files["evaluation"])
+            "/v1/jobs", json=job_body(model, text_files["calibration"], text_files["evaluation"])
         )
         assert r.status_code == 202, r.text
-        job = _wait_for(client, r.json()["id"], log)
+        job = wait_for_job(client, r.json()["id"], log)
         assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
         assert abs(job["metrics"]["params_after"] / job["metrics"]["target_params"] - 1) <= 0.01
         dest = tmp_path / "download"
@@ -155,7 +95,7 @@ def test_worker_on_redis_and_postgres(
 
 def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]) -> None:
     settings = Settings(home=tmp_path / "home", local_roots=[tmp_path])
-    env = _env(settings)
+    env = process_env(settings)
     model = save_tiny_llama(tmp_path / "tiny")
     key = subprocess.run(
         [sys.executable, "-m", "slimforge.cli", "admin", "create-key", "--tenant", "ci"],
@@ -167,7 +107,9 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
     ).stdout.strip()
     port = free_port()
     log = tmp_path / "serve.log"
-    with _process([sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env, log):
+    with running_process(
+        [sys.executable, "-m", "slimforge.cli", "serve", "--port", str(port)], env, log
+    ):
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -183,7 +125,7 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
                 time.sleep(0.3)
             r = client.post(
                 "/v1/jobs",
-                json=_job_body(model, text_files["calibration"], text_files["evaluation"]),
+                json=job_body(model, text_files["calibration"], text_files["evaluation"]),
             )
             assert r.status_code == 202, r.text
             job_id = r.json()["id"]
@@ -217,16 +159,6 @@ def test_embedded_mode_serve_command(tmp_path: Path, text_files: dict[str, Path]
     # Stopping `serve` stops its worker process too: nothing is left running.
     assert len(workers) == 1
     deadline = time.monotonic() + 30
-    while _alive(workers[0]):
+    while alive(workers[0]):
         assert time.monotonic() < deadline, f"worker {workers[0]} outlived slimforge serve"
         time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie has exited; it only waits for its parent to reap it.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split(") ", 1)[1][0] != "Z"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
+from tests.builders import WORKER, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
 from tests.integration.test_crash_points import _events, _weight_digests
-from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -40,7 +39,7 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
     )
     model = save_tiny_llama(tmp_path / "tiny", layers=4)
     key = make_key(settings, "ci")
-    env = _env(settings)
+    env = process_env(settings)
     body: dict[str, Any] = {
         "model": {"path": str(model)},
         "target": {"ratio": 0.8},
@@ -51,7 +50,7 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as client:
         killed = client.post("/v1/jobs", json=body).json()["id"]
         log = tmp_path / "killed.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log) as worker:
+        with running_process(WORKER, env, log) as worker:
             deadline = time.monotonic() + 120
             while "distillation step" not in _events(client, killed):
                 assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -63,10 +62,10 @@ def test_a_worker_killed_while_distilling_resumes_from_its_saved_state(
         assert job["status"] == "running" and job["stage"] == "distilling", job
 
         log = tmp_path / "survivor.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log):
+        with running_process(WORKER, env, log):
             reference = client.post("/v1/jobs", json=body).json()["id"]
             for job_id in (killed, reference):
-                job = _wait_for(client, job_id, log, timeout=300)
+                job = wait_for_job(client, job_id, log, timeout=300)
                 assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
         items = client.get(f"/v1/jobs/{killed}/events?limit=1000").json()["items"]
         (resumed,) = [e for e in items if e["message"].startswith("distillation resumed")]

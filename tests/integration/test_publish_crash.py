@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,13 +25,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
+from tests.builders import WORKER, alive, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.hubserver import LocalHub, running_hub
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _alive, _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -83,7 +82,7 @@ def deployment(
     }
     with running_hub(tmp_path / "hub", token=HUB_TOKEN) as hub:
         env = {
-            **_env(settings),
+            **process_env(settings),
             **hub.env,  # Xet off: the push goes through LFS, which this hub speaks
             "HF_HOME": str(tmp_path / "hf-home"),  # not the user's cache or saved token
             "SLIMFORGE_HUB_ENDPOINT": hub.endpoint,
@@ -132,7 +131,7 @@ def test_a_worker_killed_while_publishing_pushes_once(deployment: Deployment, po
     job_id = client.post("/v1/jobs", json=d.body).json()["id"]
 
     log = d.logs / "killed.log"
-    with _process([sys.executable, "-m", "slimforge.worker"], d.env, log) as worker:
+    with running_process(WORKER, d.env, log) as worker:
         deadline = time.monotonic() + 120
         while not stall.wait_arrived(0.05):
             assert time.monotonic() < deadline, log.read_text()[-4000:]
@@ -153,8 +152,8 @@ def test_a_worker_killed_while_publishing_pushes_once(deployment: Deployment, po
         assert len(hub.commits(REPO_ID)) == 1
 
     log = d.logs / "survivor.log"
-    with _process([sys.executable, "-m", "slimforge.worker"], d.env, log) as worker:
-        job = _wait_for(client, job_id, log, timeout=120)
+    with running_process(WORKER, d.env, log) as worker:
+        job = wait_for_job(client, job_id, log, timeout=120)
         assert job["status"] == "succeeded", (job["error"], log.read_text()[-4000:])
         orphans |= _descendants(worker.pid)
         survivor = worker.pid
@@ -187,8 +186,8 @@ def test_a_worker_killed_while_publishing_pushes_once(deployment: Deployment, po
 
     # Nothing left behind: no job running, no process, no scratch or half-written file.
     assert client.get("/v1/jobs?status=running").json()["items"] == []
-    assert not _alive(survivor)
-    assert [pid for pid in orphans if _alive(pid)] == []
+    assert not alive(survivor)
+    assert [pid for pid in orphans if alive(pid)] == []
     assert not (d.settings.work_root / job_id).exists()
     assert [p.name for p in d.settings.artifacts_root.iterdir()] == [job_id]
     assert [p.name for p in hub.objects.iterdir() if p.name.startswith(".")] == []

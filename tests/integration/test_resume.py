@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,12 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import load_file
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
+from tests.builders import WORKER, job_body, process_env, running_process, wait_for_job
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _env, _process, _wait_for
-from tests.tiny import save_tiny_llama
 
 pytestmark = pytest.mark.services
 
@@ -29,13 +28,14 @@ LAYERS = 6
 
 
 def _body(model: Path, calib: Path) -> dict[str, Any]:
-    return {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
+    return job_body(
+        model,
+        calib,
         # Enough steps per block that the kill lands while later blocks are still training.
-        "method": {"name": "lillama", "batch_size": 4, "epochs": 15, "learning_rate": 1e-4},
-        "calibration": {"path": str(calib), "max_tokens": 2048, "seq_len": 64},
-    }
+        method={"name": "lillama", "batch_size": 4, "epochs": 15, "learning_rate": 1e-4},
+        calibration_tokens=2048,
+        seq_len=64,
+    )
 
 
 def _messages(client: TestClient, job_id: str) -> list[dict[str, Any]]:
@@ -63,7 +63,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
     model = save_tiny_llama(tmp_path / "tiny", layers=LAYERS)
     key = make_key(settings, "ci")
     app = create_app(settings)
-    env = _env(settings)
+    env = process_env(settings)
     body = _body(model, text_files["calibration"])
     with TestClient(app, headers={"Authorization": f"Bearer {key}"}) as client:
         r = client.post("/v1/jobs", json=body)
@@ -72,7 +72,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
 
         # Worker 1: kill -9 once it has checkpointed its first block.
         log1 = tmp_path / "worker1.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log1) as first:
+        with running_process(WORKER, env, log1) as first:
             deadline = time.monotonic() + 180
             while not any(
                 e["message"] == "trained block model.layers.0" for e in _messages(client, job_id)
@@ -88,8 +88,8 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
 
         # Worker 2 notices the expired lease, requeues the job and resumes it.
         log2 = tmp_path / "worker2.log"
-        with _process([sys.executable, "-m", "slimforge.worker"], env, log2):
-            job = _wait_for(client, job_id, log2, timeout=300)
+        with running_process(WORKER, env, log2):
+            job = wait_for_job(client, job_id, log2, timeout=300)
             assert job["status"] == "succeeded", (job["error"], log2.read_text()[-4000:])
             assert job["attempts"] == 2
             events = [e["message"] for e in _messages(client, job_id)]
@@ -112,7 +112,7 @@ def test_killed_worker_resumes_at_the_first_unfinished_block(
 
             # The same request again, uninterrupted, on the same worker: the same weights.
             r = client.post("/v1/jobs", json=body)
-            reference = _wait_for(client, r.json()["id"], log2, timeout=300)
+            reference = wait_for_job(client, r.json()["id"], log2, timeout=300)
             assert reference["status"] == "succeeded" and reference["attempts"] == 1
         resumed_weights = _weights(settings, job_id)
         reference_weights = _weights(settings, reference["id"])

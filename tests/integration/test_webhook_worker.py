@@ -1,10 +1,8 @@
-"""A delivery worker (``python -m slimforge.worker --webhooks``) delivers webhooks from their
-own queue
+"""A delivery worker (``slimforge worker --webhooks``) delivers webhooks from their own queue
 while no job worker is free, and takes no job. Real worker process, Redis and PostgreSQL."""
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -14,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from slimforge.app.main import create_app
 from slimforge.app.settings import Settings
+from tests.builders import WORKER, process_env, running_process
 from tests.conftest import make_key
 from tests.integration.deploy import migrated_settings
-from tests.integration.test_end_to_end import _env, _process
 from tests.worker.test_webhooks_delivery import new_secret, receiver
 
 pytestmark = pytest.mark.services
@@ -37,7 +35,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
         rate_limit_per_minute=0,
     )
     key = make_key(settings, "ci")
-    env = _env(settings)  # its queues and the private-address setting included
+    env = process_env(settings)  # its queues and the private-address setting included
     h = {"Authorization": f"Bearer {key}"}
     body = {
         "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct"},  # never loaded: no job runs
@@ -49,7 +47,7 @@ def test_a_delivery_worker_delivers_while_no_job_worker_runs(
     with (
         TestClient(create_app(settings)) as api,
         receiver(new_secret(api, h), [200]) as hook,
-        _process([sys.executable, "-m", "slimforge.worker", "--webhooks"], env, log),
+        running_process([*WORKER, "--webhooks"], env, log),
     ):
         waiting = api.post("/v1/jobs", json=body, headers=h).json()["id"]
         cancelled = api.post(

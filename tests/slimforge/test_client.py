@@ -32,8 +32,8 @@ from slimforge.client import (
 )
 from slimforge.compression.configs import METHOD_CONFIGS
 from slimforge.worker.runner import run_job
+from tests import builders
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 STAGES = ["loading", "calibrating", "compressing", "evaluating", "exporting", "storing"]
 
@@ -43,11 +43,6 @@ def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SLIMFORGE_URL", raising=False)
     monkeypatch.delenv("SLIMFORGE_API_KEY", raising=False)
     monkeypatch.setenv("SLIMFORGE_CONFIG", str(tmp_path / "client-config.toml"))
-
-
-@pytest.fixture
-def tiny_model(tmp_path: Path) -> Path:
-    return save_tiny_llama(tmp_path / "tiny-llama")
 
 
 @pytest.fixture
@@ -61,15 +56,7 @@ def client(api: TestClient, key: str) -> Client:
 
 
 def job_body(model: Path, files: dict[str, Path], **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"]), "max_tokens": 4096, "seq_len": 128},
-        "evaluation": {"path": str(files["evaluation"]), "max_tokens": 2048, "seq_len": 128},
-    }
-    body.update(overrides)
-    return body
+    return builders.job_body(model, files["calibration"], files["evaluation"], **overrides)
 
 
 def run(api: TestClient, settings: Settings, job_id: str) -> str | None:

@@ -19,13 +19,13 @@ import uvicorn
 import yaml
 from sqlalchemy import select
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.jobs.models import Job
 from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
 from tests.conftest import make_key
-from tests.tiny import save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = Callable[..., subprocess.CompletedProcess[str]]

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.db import make_engine, make_session_factory
 from slimforge.app.jobs.models import Job, JobEvent
 from slimforge.app.settings import Settings
@@ -24,7 +25,6 @@ from slimforge.worker import db_retry
 from slimforge.worker.db_retry import is_transient, retry_db
 from slimforge.worker.reporter import JobReporter
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
 
 

@@ -16,12 +16,6 @@ from slimforge.compression.overlap import ngram_overlap
 from slimforge.worker.runner import run_job
 from slimforge.worker.stages.calibrate import measure_overlap
 from tests.compression.helpers import MC_TASK, mc_task_docs, write_mc_task
-from tests.tiny import save_tiny_llama
-
-
-@pytest.fixture
-def tiny_model(tmp_path: Path) -> Path:
-    return save_tiny_llama(tmp_path / "tiny-llama")
 
 
 def _run(api: TestClient, settings: Settings, headers: dict[str, str], body: dict) -> dict:

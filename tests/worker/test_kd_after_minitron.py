@@ -12,6 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.kd import distill_logits
@@ -21,7 +22,6 @@ from slimforge.compression.pruning.prune import prune_model
 from slimforge.worker.runner import run_job
 from slimforge.worker.stages import distill as distill_stage
 from tests.compression.helpers import tiny_llama
-from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
 
 MINITRON = {"name": "minitron", "mlp_multiple": 1, "search_tokens": 128, "max_candidates": 2}

@@ -11,12 +11,12 @@ from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.compression.progress import RecordingReporter
 from slimforge.worker.publish import PublishError, _with_retries
 from slimforge.worker.runner import run_job
 from tests.hubserver import running_hub
-from tests.tiny import save_tiny_llama
 
 HUB_TOKEN = "hf_localtesttoken"
 

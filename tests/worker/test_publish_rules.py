@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.worker import runner
 from slimforge.worker.runner import run_job
@@ -19,7 +20,6 @@ from slimforge.worker.stages import STAGES
 from slimforge.worker.stages import publish as publish_stage
 from slimforge.worker.stages import store as store_stage
 from tests.hubserver import running_hub
-from tests.tiny import save_tiny_llama
 from tests.worker.test_publish import HUB_TOKEN, submit
 
 TOO_LATE = "cancel requested too late"

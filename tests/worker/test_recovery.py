@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.db import utcnow
 from slimforge.app.jobs.lifecycle import claim_job
 from slimforge.app.jobs.models import Job
@@ -15,7 +16,6 @@ from slimforge.app.queue import make_celery_app
 from slimforge.app.settings import Settings
 from slimforge.worker.recovery import OrphanSweeper, requeue_orphaned_jobs
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
 
 

@@ -12,12 +12,12 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.auth.service import set_remote_code
 from slimforge.app.db import session_scope
 from slimforge.app.jobs.models import Job
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
 
 CONFIG_CODE = """

@@ -15,24 +15,13 @@ from slimforge.app.db import session_scope
 from slimforge.app.limits.quotas import set_tenant_quota
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
-
-
-@pytest.fixture
-def tiny_model(tmp_path: Path) -> Path:
-    return save_tiny_llama(tmp_path / "tiny-llama")
+from tests import builders
+from tests.builders import job_body
 
 
 def submit(api: TestClient, headers: dict[str, str], model: Path, files: dict[str, Path]) -> str:
-    body: dict[str, Any] = {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"]), "max_tokens": 2048, "seq_len": 128},
-    }
-    r = api.post("/v1/jobs", json=body, headers=headers)
-    assert r.status_code == 202, r.text
-    return str(r.json()["id"])
+    body = job_body(model, files["calibration"], calibration_tokens=2048)
+    return builders.submit(api, headers, body)
 
 
 def test_a_job_past_max_job_seconds_fails_saying_the_limit(

@@ -13,28 +13,15 @@ from sqlalchemy import select, update
 from slimforge.app.jobs.models import Job
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
-from tests.tiny import save_tiny_llama
-
-
-@pytest.fixture
-def tiny_model(tmp_path: Path) -> Path:
-    return save_tiny_llama(tmp_path / "tiny-llama")
+from tests import builders
+from tests.builders import job_body
 
 
 def submit(
     api: TestClient, headers: dict[str, str], model: Path, files: dict[str, Path], **overrides: Any
 ) -> str:
-    body: dict[str, Any] = {
-        "model": {"path": str(model)},
-        "target": {"ratio": 0.8},
-        "method": {"name": "svd"},
-        "calibration": {"path": str(files["calibration"]), "max_tokens": 4096, "seq_len": 128},
-        "evaluation": {"path": str(files["evaluation"]), "max_tokens": 2048, "seq_len": 128},
-    }
-    body.update(overrides)
-    r = api.post("/v1/jobs", json=body, headers=headers)
-    assert r.status_code == 202, r.text
-    return str(r.json()["id"])
+    body = job_body(model, files["calibration"], files["evaluation"], **overrides)
+    return builders.submit(api, headers, body)
 
 
 def test_job_runs_every_stage_and_stores_metrics_and_artifact(

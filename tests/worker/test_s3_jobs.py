@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.worker.runner import run_job
 from tests.conftest import CORPUS
 from tests.hubserver import running_hub
 from tests.s3server import S3_ENV, running_s3
-from tests.tiny import save_tiny_llama
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.compression.configs import KdConfig
 from slimforge.worker import runner
@@ -20,7 +21,6 @@ from slimforge.worker.kd import TEACHER_HOME, prepare_distillation
 from slimforge.worker.runner import run_job
 from slimforge.worker.stages import compress as compress_stage
 from tests.compression.helpers import tiny_llama
-from tests.tiny import save_tiny_llama
 from tests.worker.test_runner import submit
 
 

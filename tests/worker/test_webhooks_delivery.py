@@ -16,12 +16,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from bench.tiny import save_tiny_llama
 from slimforge.app.settings import Settings
 from slimforge.app.webhooks.models import WebhookDelivery
 from slimforge.contract.signing import WebhookVerificationError, verify_webhook
 from slimforge.worker.runner import run_job
 from slimforge.worker.webhooks import DELIVER_WEBHOOK_TASK, _pinned, deliver, emit
-from tests.tiny import save_tiny_llama
 
 
 @dataclass

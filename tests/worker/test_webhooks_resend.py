@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.services import fresh_database
 from slimforge.app.db import session_scope, utcnow
 from slimforge.app.main import create_app
 from slimforge.app.migrate import upgrade
@@ -23,7 +24,6 @@ from slimforge.app.webhooks.models import WebhookDelivery
 from slimforge.worker.recovery import OrphanSweeper, resend_stale_webhooks
 from slimforge.worker.webhooks import DELIVER_WEBHOOK_TASK, deliver, emit
 from tests.conftest import make_key
-from tests.services import fresh_database
 from tests.worker.test_webhooks_delivery import new_secret, receiver
 
 pytestmark = pytest.mark.services

@@ -1,4 +1,4 @@
-"""Client commands of ``slimforge``: talk to a running service through the SDK.
+"""Client commands of ``slimforge``: talk to a running service through the SDK only.
 
     slimforge config [--url U] [--api-key K]     set / show the server and key
     slimforge submit SPEC|flags [--wait]          submit a job (YAML/JSON body, or flags)
@@ -19,40 +19,27 @@ reached; 5 the API key was refused; 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slimforge.cli.client_output import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_TIMEOUT,
+    err,
+    guarded,
+    print_json,
+)
 from slimforge.client._render import Progress, format_event, mask, size, summary
 from slimforge.client._spec import build_job_body
 
 if TYPE_CHECKING:
     from slimforge.client import Client
 
-__all__ = [
-    "EXIT_AUTH",
-    "EXIT_CANCELLED",
-    "EXIT_FAILED",
-    "EXIT_TIMEOUT",
-    "EXIT_UNREACHABLE",
-    "add_client_commands",
-]
+__all__ = ["add_client_commands"]
 
-EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMEOUT, EXIT_UNREACHABLE, EXIT_AUTH = 1, 2, 3, 4, 5
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-
-
-# --- output helpers -----------------------------------------------------------------------
-
-
-def _err(message: str) -> None:
-    print(f"slimforge: {message}", file=sys.stderr, flush=True)
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str), flush=True)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -75,7 +62,7 @@ def _config(args: argparse.Namespace) -> int:
             print(f"saved {path}", file=sys.stderr)
     cfg = resolve_config()
     if args.json:
-        _print_json(
+        print_json(
             {
                 "path": str(cfg.path),
                 "url": cfg.url,
@@ -101,7 +88,7 @@ def _submit(args: argparse.Namespace) -> int:
         job = client.jobs.create(body, idempotency_key=args.idempotency_key)
         if not args.wait:
             if args.json:
-                _print_json(job.model_dump(mode="json"))
+                print_json(job.model_dump(mode="json"))
             else:
                 print(job.id)
                 print(f"submitted {job.id} ({job.status})", file=sys.stderr)
@@ -124,19 +111,19 @@ def _follow_job(client: Client, job_id: str, args: argparse.Namespace) -> int:
     except WaitTimeout as exc:
         progress.close()
         if args.json:
-            _print_json({"error": {"code": "timeout", "message": str(exc), "job_id": job_id}})
-        _err(str(exc))
+            print_json({"error": {"code": "timeout", "message": str(exc), "job_id": job_id}})
+        err(str(exc))
         return EXIT_TIMEOUT
     finally:
         progress.close()
     if args.json:
-        _print_json(job.model_dump(mode="json"))
+        print_json(job.model_dump(mode="json"))
     else:
         print("\n".join(summary(job)))
     if code == EXIT_FAILED:
-        _err(f"job {job.id} failed" + (f" at {job.stage}" if job.stage else "") + f": {job.error}")
+        err(f"job {job.id} failed" + (f" at {job.stage}" if job.stage else "") + f": {job.error}")
     elif code == EXIT_CANCELLED:
-        _err(f"job {job.id} was cancelled")
+        err(f"job {job.id} was cancelled")
     return code
 
 
@@ -149,7 +136,7 @@ def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.jobs.get(args.id)
     if args.json:
-        _print_json(job.model_dump(mode="json"))
+        print_json(job.model_dump(mode="json"))
     else:
         print("\n".join(summary(job)))
     return 0
@@ -159,7 +146,7 @@ def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.jobs.cancel(args.id)
     if args.json:
-        _print_json(job.model_dump(mode="json"))
+        print_json(job.model_dump(mode="json"))
     elif job.status == "cancelled":
         print(f"{job.id} cancelled")
     else:
@@ -181,7 +168,7 @@ def _list(args: argparse.Namespace) -> int:
     with _client(args) as client:
         jobs = list(client.jobs.list(args.status, limit=min(args.limit, 200), max_items=args.limit))
     if args.json:
-        _print_json([j.model_dump(mode="json") for j in jobs])
+        print_json([j.model_dump(mode="json") for j in jobs])
         return 0
     if not jobs:
         print("no jobs", file=sys.stderr)
@@ -216,7 +203,7 @@ def _download(args: argparse.Namespace) -> int:
             {"path": r, "file": str(p), "size": by_path[r].size, "sha256": by_path[r].sha256}
             for r, p in zip(rel, paths, strict=True)
         ]
-        _print_json({"job_id": args.id, "dest": str(dest), "files": files})
+        print_json({"job_id": args.id, "dest": str(dest), "files": files})
         return 0
     for p in paths:
         print(p)
@@ -229,7 +216,7 @@ def _methods(args: argparse.Namespace) -> int:
     with _client(args) as client:
         methods = client.methods()
     if args.json:
-        _print_json([m.model_dump(mode="json") for m in methods])
+        print_json([m.model_dump(mode="json") for m in methods])
         return 0
     for m in methods:
         print(f"{m.name:<10} {m.summary}")
@@ -237,53 +224,6 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 # --- wiring -------------------------------------------------------------------------------
-
-
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the SDK's errors into one-line messages and exit codes (no tracebacks)."""
-
-    def run(args: argparse.Namespace) -> int:
-        from slimforge.client import (
-            APIError,
-            AuthenticationError,
-            ConnectionFailed,
-            JobCancelled,
-            JobFailed,
-            SlimforgeError,
-            WaitTimeout,
-        )
-
-        code, kind = EXIT_FAILED, "error"
-        try:
-            return command(args)
-        except KeyboardInterrupt:
-            _err("interrupted")
-            return 130
-        except AuthenticationError as exc:
-            code, kind = EXIT_AUTH, "unauthorized"
-            message = (
-                f"the API key was refused: {exc.message} (set SLIMFORGE_API_KEY or run "
-                "'slimforge config --api-key KEY')"
-            )
-        except ConnectionFailed as exc:
-            code, kind = EXIT_UNREACHABLE, "unreachable"
-            message = f"{exc} (is the server running? Check SLIMFORGE_URL or 'slimforge config')"
-        except APIError as exc:
-            kind, message = exc.code, str(exc)
-        except WaitTimeout as exc:
-            code, kind, message = EXIT_TIMEOUT, "timeout", str(exc)
-        except JobCancelled as exc:
-            code, kind, message = EXIT_CANCELLED, "cancelled", str(exc)
-        except JobFailed as exc:
-            kind, message = "failed", str(exc)
-        except (SlimforgeError, ValueError, OSError) as exc:
-            message = str(exc)
-        if getattr(args, "json", False):
-            _print_json({"error": {"code": kind, "message": message}})
-        _err(message)
-        return code
-
-    return run
 
 
 def add_client_commands(sub: Any) -> None:
@@ -303,7 +243,7 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--url", help="save the server URL")
     p.add_argument("--api-key", help="save the API key")
     p.add_argument("--json", action="store_true", help="print JSON on stdout")
-    p.set_defaults(func=_guarded(_config))
+    p.set_defaults(func=guarded(_config))
 
     p = sub.add_parser("submit", parents=[common, waiting], help="client: submit a job")
     p.add_argument("spec", nargs="?", help="YAML or JSON file with the POST /v1/jobs body ('-')")
@@ -323,38 +263,38 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--meta", dest="metadata", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--idempotency-key", help="the same key replays the same job")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")
-    p.set_defaults(func=_guarded(_submit))
+    p.set_defaults(func=guarded(_submit))
 
     p = sub.add_parser("status", parents=[common], help="client: a job's status and metrics")
     p.add_argument("id")
-    p.set_defaults(func=_guarded(_status))
+    p.set_defaults(func=guarded(_status))
 
     p = sub.add_parser(
         "wait", parents=[common, waiting], help="client: follow a job until it ends (exit 0-3)"
     )
     p.add_argument("id")
-    p.set_defaults(func=_guarded(_wait))
+    p.set_defaults(func=guarded(_wait))
 
     p = sub.add_parser("events", parents=[common], help="client: a job's event log")
     p.add_argument("id")
     p.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
     p.add_argument("--after", type=int, help="only events after this event id")
-    p.set_defaults(func=_guarded(_events))
+    p.set_defaults(func=guarded(_events))
 
     p = sub.add_parser("cancel", parents=[common], help="client: cancel a job")
     p.add_argument("id")
-    p.set_defaults(func=_guarded(_cancel))
+    p.set_defaults(func=guarded(_cancel))
 
     p = sub.add_parser("list", parents=[common], help="client: the tenant's jobs")
     p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs")
-    p.set_defaults(func=_guarded(_list))
+    p.set_defaults(func=guarded(_list))
 
     p = sub.add_parser("download", parents=[common], help="client: download a job's artifact")
     p.add_argument("id")
     p.add_argument("dest", help="folder to write the files into")
     p.add_argument("--file", action="append", help="only this artifact path (repeatable)")
-    p.set_defaults(func=_guarded(_download))
+    p.set_defaults(func=guarded(_download))
 
     p = sub.add_parser("methods", parents=[common], help="client: the compression methods")
-    p.set_defaults(func=_guarded(_methods))
+    p.set_defaults(func=guarded(_methods))
