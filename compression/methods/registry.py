@@ -110,6 +110,11 @@ def method_config_union() -> Any:
     return Annotated[Union[classes], Field(discriminator="name")]  # noqa: UP007
 
 
+def _first_paragraph(doc: str) -> str:
+    """The docstring's opening paragraph on one line (a summary may wrap, as minitron's does)."""
+    return " ".join(doc.split("\n\n", 1)[0].split())
+
+
 def method_descriptions() -> list[dict[str, object]]:
     """Name, one-line description, full description and JSON schema of every method."""
     out: list[dict[str, object]] = []
@@ -118,7 +123,7 @@ def method_descriptions() -> list[dict[str, object]]:
         out.append(
             {
                 "name": spec.name,
-                "summary": doc.splitlines()[0] if doc else spec.name,
+                "summary": _first_paragraph(doc) or spec.name,
                 "description": doc,
                 "parameters_schema": spec.config_class.model_json_schema(),
             }

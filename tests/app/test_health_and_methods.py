@@ -50,6 +50,13 @@ def test_methods_lists_each_method_with_its_schema(api: TestClient, auth) -> Non
     assert "axes" in minitron["parameters_schema"]["properties"]
 
 
+def test_each_summary_is_the_whole_opening_paragraph(api: TestClient, auth) -> None:
+    for method in api.get("/v1/methods", headers=auth()).json():
+        opening = method["description"].split("\n\n")[0]
+        assert method["summary"] == " ".join(opening.split()), method["name"]
+        assert method["summary"].endswith("."), method["summary"]
+
+
 def test_openapi_documents_the_method_union(api: TestClient) -> None:
     schema = api.get("/openapi.json").json()
     job_create = schema["components"]["schemas"]["JobCreate"]
