@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from slimforge.app.errors import UnprocessableInput
 from slimforge.app.settings import Settings
 
 
-def resolve_local_path(settings: Settings, raw: str, *, field: str) -> Path:
-    """Resolve ``raw`` (relative to the first allowed root) and check it stays inside a root.
+def resolve_local_path(
+    settings: Settings, raw: str, *, field: str, kind: Literal["file", "folder"] | None = None
+) -> Path:
+    """Resolve ``raw`` (relative to the first allowed root) and check it stays inside a root
+    and, with ``kind``, that it is a file or a folder (an empty path is the root, a folder).
 
     Symlinks are resolved first, so a link that points outside the roots is refused too.
+    Raises UnprocessableInput (422) naming ``field``.
     """
     roots = settings.local_roots or []
     candidate = Path(raw).expanduser()
@@ -28,6 +33,18 @@ def resolve_local_path(settings: Settings, raw: str, *, field: str) -> Path:
     if not resolved.exists():
         raise UnprocessableInput(
             f"{field}: '{raw}' does not exist on the server (looked for {resolved})",
+            details={"field": field},
+        )
+    if kind == "file" and not resolved.is_file():
+        raise UnprocessableInput(
+            f"{field}: '{raw}' is a folder on the server ({resolved}), not a file; give the path"
+            " of a file in it",
+            details={"field": field},
+        )
+    if kind == "folder" and not resolved.is_dir():
+        raise UnprocessableInput(
+            f"{field}: '{raw}' is a file on the server ({resolved}), not a folder; give the"
+            " folder that holds it",
             details={"field": field},
         )
     return resolved

@@ -83,10 +83,13 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> tuple[dict[str, Any],
     for name in ("calibration", "evaluation"):
         data = getattr(body, name)
         if data is not None and data.path is not None:
-            spec[name]["path"] = str(resolve_local_path(settings, data.path, field=f"{name}.path"))
+            path = resolve_local_path(settings, data.path, field=f"{name}.path", kind="file")
+            spec[name]["path"] = str(path)
     if body.evaluation is not None:
         spec["evaluation"]["task_folders"] = [
-            str(resolve_local_path(settings, folder, field="evaluation.task_folders"))
+            str(
+                resolve_local_path(settings, folder, field="evaluation.task_folders", kind="folder")
+            )
             for folder in body.evaluation.task_folders
         ]
     check_held_out(spec["calibration"], spec.get("evaluation"))
