@@ -26,7 +26,8 @@ evaluation's n-grams (tokens) found in the calibration + kd text.
 Zero-shot tasks, ``metrics["tasks"]``: ``{task: {"teacher": {...}, "student": {...},
 "num_fewshot": 0, "limit": N}}`` where teacher and student hold lm-evaluation-harness figures
 (``acc``, ``acc_stderr``, ``acc_norm``, ``acc_norm_stderr`` …; the harness's ``",none"`` filter
-suffix is accepted). Every numeric figure of the student without ``_stderr`` is reported;
+suffix is accepted). Every numeric figure of the student without ``_stderr`` is reported, except
+the counts ``n_samples`` and ``n_documents`` (how many documents were scored, not a score);
 retention is student / teacher, computed here for each (a ``retention`` key is not read).
 
 Sample text, ``metrics["generations"]``: ``[{"prompt", "teacher", "student", "chat_template"}]``
@@ -145,6 +146,10 @@ class TaskFigure:
         return self.student / self.teacher if self.teacher else None
 
 
+# Counts the worker stores beside the scores (documents scored, documents in the split).
+_COUNTS = frozenset({"n_samples", "n_documents"})
+
+
 def _harness_figures(data: Any) -> dict[str, float]:
     """lm-eval's ``{"acc,none": 0.5, "alias": …}`` → ``{"acc": 0.5}`` (numbers only)."""
     if not isinstance(data, Mapping):
@@ -168,7 +173,7 @@ def read_tasks(metrics: Mapping[str, Any]) -> list[TaskFigure]:
         teacher = _harness_figures(entry.get("teacher"))
         shots, limit = number(entry.get("num_fewshot")), number(entry.get("limit"))
         for metric, value in student.items():
-            if metric.endswith("_stderr"):
+            if metric.endswith("_stderr") or metric in _COUNTS:
                 continue
             figures.append(
                 TaskFigure(

@@ -273,3 +273,23 @@ def test_license_comes_from_the_base_models_card(tmp_path: Path) -> None:
     assert base_model_license(tmp_path) is None
     assert base_model_license(tmp_path / "missing") is None
     assert {"transformers", "huggingface_hub"} <= set(library_versions())
+
+
+def test_task_counts_are_not_figures_and_the_limit_is_stated(tmp_path: Path) -> None:
+    """A task entry as the worker stores it: counts beside the scores, the limit it ran with."""
+    side = {"acc": 0.5, "acc_stderr": 0.19, "n_samples": 8, "version": "1.0"}
+    tasks = {
+        "mc": {
+            "teacher": side,
+            "student": {**side, "acc": 0.25},
+            "retention": 0.5,
+            "num_fewshot": 0,
+            "limit": 8,
+        }
+    }
+    text = render_full(tmp_path, tasks=tasks)
+    results = by_type(card_data(text).eval_results or [], "mc")
+    assert set(results) == {"acc", "teacher_acc", "acc_retention"}
+    assert "n_samples" not in text.split("---")[1]  # the YAML front matter: model-index
+    assert "| mc | acc |" in text and "| mc | n_samples |" not in text
+    assert "at most 8 examples per task" in text

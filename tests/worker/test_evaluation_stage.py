@@ -95,11 +95,15 @@ def test_a_job_runs_zero_shot_tasks_on_teacher_and_student(
 ) -> None:
     folder = write_mc_task(tmp_path / "tasks", mc_task_docs(8))
     evaluation = {"tasks": [MC_TASK], "task_folders": [str(folder)], "limit": 8}
-    out = _run(api, settings, auth(), _body(tiny_model, text_files["calibration"], evaluation))
+    h = auth()
+    out = _run(api, settings, h, _body(tiny_model, text_files["calibration"], evaluation))
     m = out["job"]["metrics"]
     task = m["tasks"][MC_TASK]
     for side in ("teacher", "student"):
         assert 0 <= task[side]["acc"] <= 1 and task[side]["n_samples"] == 8
+    assert task["limit"] == 8 and task["num_fewshot"] == 0  # the card states both
+    card = api.get(f"/v1/jobs/{out['job']['id']}/artifacts/README.md", headers=h).text
+    assert "at most 8 examples per task" in card and f"| {MC_TASK} | n_samples |" not in card
     if task["teacher"]["acc"] > 0:
         assert task["retention"] == pytest.approx(task["student"]["acc"] / task["teacher"]["acc"])
     assert "fidelity" not in m and "teacher_perplexity" not in m  # tasks alone: no text

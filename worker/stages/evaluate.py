@@ -78,6 +78,9 @@ def zero_shot_tasks(ctx: JobContext) -> None:
             "student": _score(scores.student),
             "retention": scores.acc_retention,
             "acc_norm_retention": scores.acc_norm_retention,
+            # The card says how the figures were taken (a subset is not the task's figure).
+            "num_fewshot": scores.student.num_fewshot,
+            "limit": evaluation.limit,
         }
     ctx.metrics["tasks"] = tasks
     ctx.reporter.event(
