@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeGuard
 
 if TYPE_CHECKING:
     from slimforge.contract.jobs import EventOut, JobOut
@@ -99,6 +99,61 @@ class Progress:
         self._newline()
 
 
+def _number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fidelity_line(fidelity: Any) -> list[str]:
+    """'ratio 1.003 [0.998, 1.007], KL 0.0004 nats/token, top-1 77.0%' (metrics.fidelity)."""
+    if not isinstance(fidelity, dict):
+        return []
+    parts = []
+    if _number(ratio := fidelity.get("perplexity_ratio")):
+        low_high = fidelity.get("perplexity_ratio_interval")
+        interval = (
+            f" [{low_high[0]:.3f}, {low_high[1]:.3f}]"
+            if isinstance(low_high, list) and len(low_high) == 2 and all(map(_number, low_high))
+            else ""
+        )
+        parts.append(f"perplexity ratio {ratio:.3f}{interval}")
+    if _number(kl := fidelity.get("kl_per_token")):
+        parts.append(f"KL {kl:.4g} nats/token")
+    if _number(top1 := fidelity.get("top1_agreement")):
+        parts.append(f"top-1 agreement {top1:.1%}")
+    return [f"  fidelity    {', '.join(parts)}"] if parts else []
+
+
+def _task_lines(tasks: Any) -> list[str]:
+    """One line per zero-shot task: accuracy of teacher and student, retention (metrics.tasks)."""
+    lines = []
+    for name, entry in tasks.items() if isinstance(tasks, dict) else ():
+        teacher, student = entry.get("teacher") or {}, entry.get("student") or {}
+        if not (_number(teacher.get("acc")) and _number(student.get("acc"))):
+            continue
+        retention = entry.get("retention")
+        kept = f", retention {retention:.1%}" if _number(retention) else ""
+        limit = f"; at most {entry['limit']} examples" if _number(entry.get("limit")) else ""
+        lines.append(
+            f"  task        {name}: acc teacher {teacher['acc']:.3f}, student "
+            f"{student['acc']:.3f}{kept}{limit}"
+        )
+    return lines
+
+
+def _quality_lines(m: dict[str, Any]) -> list[str]:
+    """Fidelity to the teacher, the evaluation text's overlap and zero-shot tasks, where the
+    job measured them (issue 16: results where users look)."""
+    lines = _fidelity_line(m.get("fidelity"))
+    overlap = m.get("overlap")
+    if isinstance(overlap, dict) and _number(share := overlap.get("share")):
+        note = "  NOT held out" if share > 0.01 else ""
+        lines.append(
+            f"  overlap     {share:.1%} of the evaluation {overlap.get('ngram', 13)}-grams are"
+            f" in the calibration/kd text{note}"
+        )
+    return lines + _task_lines(m.get("tasks"))
+
+
 def summary(job: JobOut) -> list[str]:
     show_stage = job.stage and job.status in ("running", "failed", "cancelled")
     lines = [f"{job.id}  {job.status}" + (f" (stage {job.stage})" if show_stage else "")]
@@ -114,6 +169,7 @@ def summary(job: JobOut) -> list[str]:
         teacher = m.get("teacher_perplexity")
         before = f"teacher {teacher:.4g}, " if isinstance(teacher, int | float) else ""
         lines.append(f"  perplexity  {before}student {m['student_perplexity']:.4g}")
+    lines += _quality_lines(m)
     if "artifact_bytes" in m:
         stored = size(m["artifact_bytes"])
         lines.append(f"  artifact    {stored}  (slimforge download {job.id} DIR)")
