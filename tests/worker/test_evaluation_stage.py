@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 
 from slimforge.app.settings import Settings
 from slimforge.compression.generations import TEXT_PROMPTS
@@ -63,7 +63,9 @@ def test_a_job_reports_fidelity_and_a_held_out_overlap(
     assert all(isinstance(s["teacher"], str) and isinstance(s["student"], str) for s in samples)
     # The card's model-index carries the fidelity figures.
     card = api.get(f"/v1/jobs/{out['job']['id']}/artifacts/README.md", headers=h).text
-    results = {r.metric_type for r in ModelCard(card).data.eval_results}
+    data = ModelCard(card).data
+    assert isinstance(data, ModelCardData)
+    results = {r.metric_type for r in data.eval_results or []}
     assert {"perplexity", "kl_divergence", "top1_agreement"} <= results
 
 
