@@ -29,6 +29,7 @@ from slimforge.app.observability import current_request_id, install_observabilit
 from slimforge.app.queue import make_celery_app
 from slimforge.app.settings import Settings
 from slimforge.app.webhooks.router import router as webhooks_router
+from slimforge.compression.methods import available_methods
 
 __all__ = ["create_app"]
 
@@ -51,7 +52,22 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
+def _missing_hint(field: str) -> str:
+    """What to write for a missing top-level field of ``POST /v1/jobs`` ('' if no hint)."""
+    if field == "method":
+        names = ", ".join(available_methods())
+        return f'give {{"name": ...}} with one of: {names} (GET /v1/methods lists their parameters)'
+    return {
+        "model": 'give {"path": "<model folder on the server>"} or {"id": "<org/name on the Hub>"}',
+        "target": 'give {"ratio": 0.8} (the share of parameters to keep) or {"params": <count>}',
+        "calibration": 'give {"path": "<text file on the server>"}, {"dataset": "<org/name>"} '
+        'or {"synthetic": true}',
+    }.get(field, "")
+
+
+def _validation_message(
+    exc: RequestValidationError, *, job_body: bool = False
+) -> tuple[str, list[dict[str, Any]]]:
     problems = []
     for err in exc.errors():
         if err.get("type") == "json_invalid":
@@ -62,6 +78,10 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str
             )
             continue
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        loc = tuple(err.get("loc", ()))
+        if job_body and err.get("type") == "missing" and len(loc) == 2 and loc[0] == "body":
+            hint = _missing_hint(str(loc[1]))
+            msg = f"{msg}: {hint}" if hint else msg
         problems.append({"field": _location(tuple(err.get("loc", ()))), "message": msg})
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems[:5])
     return f"invalid request: {summary}", problems
@@ -99,8 +119,9 @@ def create_app(settings: Settings) -> FastAPI:
         return _error(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, problems = _validation_message(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        job_body = request.method == "POST" and request.url.path == "/v1/jobs"
+        message, problems = _validation_message(exc, job_body=job_body)
         return _error(422, "invalid_input", message, problems)
 
     @app.exception_handler(StarletteHTTPException)

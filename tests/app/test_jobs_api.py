@@ -305,3 +305,24 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
         headers=auth(),
     )
     assert ok.status_code == 202, ok.text
+
+
+@pytest.mark.parametrize(
+    ("missing", "fragment"),
+    [
+        ("method", '{"name": ...} with one of: lillama, minitron, svd'),
+        ("model", '{"path": "<model folder on the server>"}'),
+        ("target", '{"ratio": 0.8}'),
+        ("calibration", '{"synthetic": true}'),
+    ],
+)
+def test_a_missing_field_says_what_to_give(
+    api: TestClient, auth, text_files, missing: str, fragment: str
+) -> None:
+    spec = body(text_files)
+    del spec[missing]
+    r = api.post("/v1/jobs", json=spec, headers=auth())
+    assert r.status_code == 422, r.text
+    (problem,) = r.json()["error"]["details"]
+    assert problem["field"] == missing
+    assert problem["message"].startswith("Field required: ") and fragment in problem["message"]
