@@ -13,6 +13,7 @@ from slimforge.compression.synthetic import sample_blocks
 from slimforge.contract.jobs import EvaluationData, ModelSpec, Target, TextData
 
 __all__ = [
+    "check_token_ids",
     "job_device",
     "model_source",
     "target_text",
@@ -82,6 +83,26 @@ def text_blocks(
             seed=seed,
             reporter=reporter,
         )
-    return token_blocks(
+    blocks = token_blocks(
         load_texts(text_source(data)), tokenizer, seq_len=data.seq_len, max_tokens=budget
     )
+    check_token_ids(model, blocks)
+    return blocks
+
+
+def check_token_ids(model: torch.nn.Module, blocks: torch.Tensor) -> None:
+    """Every token id of ``blocks`` [n, seq_len] must index a row of the model's input
+    embedding; a tokenizer from another model gives ids past it, which the embedding would
+    refuse with a bare ``IndexError: index out of range in self``. Raises ValueError."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embedding = get_embeddings() if callable(get_embeddings) else None
+    rows = getattr(embedding, "num_embeddings", None)
+    if rows is None or blocks.numel() == 0:
+        return
+    highest = int(blocks.max())
+    if highest >= rows:
+        raise ValueError(
+            f"model: the tokenizer gives token id {highest}, but the model's embedding has "
+            f"{rows} rows (vocab_size {rows}): the tokenizer in the model folder does not belong "
+            "to this model; give the model's own tokenizer files (tokenizer.json …)"
+        )
