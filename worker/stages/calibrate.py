@@ -24,9 +24,10 @@ OVERLAP_WARN_SHARE = 0.01  # above 1 % the job warns: its figures are not held-o
 
 def run(ctx: JobContext) -> None:
     request, reporter, metrics = ctx.request, ctx.reporter, ctx.metrics
+    # First the text, whose token ids are checked against the model's embedding.
+    ctx.blocks = text_blocks(ctx.model, ctx.tokenizer, request.calibration, reporter=reporter)
     # What the original model writes, for the card's teacher-vs-student samples.
     ctx.teacher_texts = greedy_texts(ctx.model, ctx.tokenizer)
-    ctx.blocks = text_blocks(ctx.model, ctx.tokenizer, request.calibration, reporter=reporter)
     reporter.event("calibration data ready", data={"tokens": int(ctx.blocks.numel())})
     evaluation = request.evaluation
     if evaluation is not None and evaluation.has_text:
