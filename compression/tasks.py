@@ -41,7 +41,7 @@ from slimforge.compression.task_checks import (
     task_folders,
 )
 
-__all__ = ["TaskRetention", "TaskScore", "run_tasks", "task_retention"]
+__all__ = ["TaskRetention", "TaskScore", "check_task_names", "run_tasks", "task_retention"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,19 @@ def task_retention(
         name: TaskRetention(name, score, student_scores[name])
         for name, score in teacher_scores.items()
     }
+
+
+def check_task_names(
+    tasks: Sequence[str],
+    *,
+    include_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None,
+    hub_access: bool = False,
+) -> None:
+    """Refuse, before any model work, what :func:`run_tasks` would refuse: unknown names,
+    tasks without ``acc``, generation tasks, and (offline) tasks whose data is not local.
+    Raises ValueError naming the task and what to change."""
+    with hub_mode(hub_access):
+        _task_manager(tasks, include_path, hub_access)
 
 
 def _task_manager(

@@ -110,3 +110,18 @@ def test_a_job_runs_zero_shot_tasks_on_teacher_and_student(
         assert task["retention"] == pytest.approx(task["student"]["acc"] / task["teacher"]["acc"])
     assert "fidelity" not in m and "teacher_perplexity" not in m  # tasks alone: no text
     assert not math.isnan(task["student"]["acc_stderr"])
+
+
+def test_an_unknown_task_fails_at_loading_before_any_compression(
+    api: TestClient, auth, settings: Settings, tiny_model: Path, text_files, tmp_path: Path
+) -> None:
+    folder = write_mc_task(tmp_path / "tasks", mc_task_docs(4))
+    evaluation = {"tasks": ["no_such_task"], "task_folders": [str(folder)]}
+    h = auth()
+    body = _body(tiny_model, text_files["calibration"], evaluation)
+    job_id = api.post("/v1/jobs", json=body, headers=h).json()["id"]
+    factory = api.app.state.session_factory  # type: ignore[attr-defined]
+    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "failed"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["stage"] == "loading"
+    assert job["error"].startswith("evaluation.tasks: unknown lm-eval task 'no_such_task'")

@@ -22,7 +22,14 @@ from slimforge.compression.evaluation import fidelity
 from slimforge.compression.generations import greedy_continuations
 from slimforge.worker.context import JobContext
 
-__all__ = ["EVALUATIONS", "generations", "run", "teacher_fidelity", "zero_shot_tasks"]
+__all__ = [
+    "EVALUATIONS",
+    "check_tasks_early",
+    "generations",
+    "run",
+    "teacher_fidelity",
+    "zero_shot_tasks",
+]
 
 
 def teacher_fidelity(ctx: JobContext) -> None:
@@ -52,13 +59,36 @@ def teacher_fidelity(ctx: JobContext) -> None:
     )
 
 
+def tasks_hub_access() -> bool:
+    """Whether lm-eval may fetch built-in tasks' data: unless the worker runs with
+    ``HF_HUB_OFFLINE=1`` (huggingface_hub's own switch)."""
+    import huggingface_hub.constants as hub
+
+    return not hub.HF_HUB_OFFLINE
+
+
+def check_tasks_early(ctx: JobContext) -> None:
+    """At loading: refuse task names lm-eval cannot run here before any compression."""
+    evaluation = ctx.request.evaluation
+    if evaluation is None or not evaluation.tasks:
+        return
+    from slimforge.compression.tasks import check_task_names
+
+    try:
+        check_task_names(
+            evaluation.tasks,
+            include_path=evaluation.task_folders or None,
+            hub_access=tasks_hub_access(),
+        )
+    except ValueError as exc:
+        raise ValueError(f"evaluation.tasks: {exc}") from None
+
+
 def zero_shot_tasks(ctx: JobContext) -> None:
     """lm-evaluation-harness tasks on teacher and student (the in-memory models)."""
     evaluation = ctx.request.evaluation
     if evaluation is None or not evaluation.tasks:
         return
-    import huggingface_hub.constants as hub
-
     from slimforge.compression.tasks import task_retention
 
     ctx.reporter.event("zero-shot tasks started", data={"tasks": evaluation.tasks})
@@ -69,7 +99,7 @@ def zero_shot_tasks(ctx: JobContext) -> None:
         evaluation.tasks,
         include_path=evaluation.task_folders or None,
         limit=evaluation.limit,
-        hub_access=not hub.HF_HUB_OFFLINE,
+        hub_access=tasks_hub_access(),
     )
     tasks: dict[str, Any] = {}
     for name, scores in found.items():

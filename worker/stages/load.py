@@ -15,6 +15,7 @@ from slimforge.contract.jobs import ModelSpec
 from slimforge.worker.context import JobContext
 from slimforge.worker.job_spec import model_source
 from slimforge.worker.reporter import ResourceLimit
+from slimforge.worker.stages.evaluate import check_tasks_early
 
 __all__ = ["compute_dtype", "run", "source_weight_bytes"]
 
@@ -56,6 +57,7 @@ def run(ctx: JobContext) -> None:
     target = ctx.request.target
     ctx.target_params = resolve_target(ctx.params_before, params=target.params, ratio=target.ratio)
     ctx.plan = get_method(ctx.method.name).plan(model, ctx.method, target_params=ctx.target_params)
+    check_tasks_early(ctx)  # an unknown task fails now, not after compressing
     if ctx.plan.ranks:  # a low-rank artifact ships code built on transformers' own classes
         lowrank_remote_code(model)  # fails now, as it would at exporting (issue 15, case 12)
     on_disk = source_weight_bytes(ctx.request.model)
