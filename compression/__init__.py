@@ -36,8 +36,11 @@ _EXPORTS = {
     "compress": "compression.core",
     "count_parameters": "compression.lowrank",
     "export_artifact": "compression.export",
+    "export_gguf": "compression.gguf_export",
     "find_linears": "compression.lowrank",
     "get_method": "compression.methods",
+    "gguf_file_type": "compression.gguf_export",
+    "gguf_supported": "compression.gguf_export",
     "linear_shapes": "compression.lowrank",
     "load_model": "compression.loading",
     "load_texts": "compression.data",
@@ -70,8 +73,11 @@ __all__ = [
     "compress",
     "count_parameters",
     "export_artifact",
+    "export_gguf",
     "find_linears",
     "get_method",
+    "gguf_file_type",
+    "gguf_supported",
     "linear_shapes",
     "load_model",
     "load_texts",
@@ -103,6 +109,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
     from compression.data import TextSource, load_texts, token_blocks
     from compression.evaluation import artifact_size, perplexity
     from compression.export import ArtifactFile, export_artifact
+    from compression.gguf_export import export_gguf, gguf_file_type, gguf_supported
     from compression.loading import ModelSource, load_model
     from compression.lowrank import LowRankLinear, count_parameters, find_linears, linear_shapes
     from compression.methods import available_methods, get_method

@@ -28,3 +28,6 @@ echo "== installing slimforge[$extras] into .venv"
 # torch==2.13.0 (pinned in pyproject.toml) resolves to the local CPU wheel where pip has one.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
+# llama.cpp's HF -> GGUF converter is not in the llama-cpp-python wheel: unpack it from the sdist
+# of the installed version (the same llama.cpp commit) into .venv/share/slimforge/ (GGUF export).
+.venv/bin/python scripts/fetch_gguf_converter.py
