@@ -73,7 +73,7 @@ def hf_greedy(model: torch.nn.Module, prompt: list[int], n_new: int) -> list[int
     for _ in range(n_new):
         tokens.append(int(out.logits[0, -1].argmax()))
         nxt = torch.tensor([[tokens[-1]]])
-        out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt, cache=out.cache, use_cache=True)
     return tokens
 
 
