@@ -40,9 +40,12 @@ _EXPORTS = {
     "compress": "slimforge.compression.methods.method",
     "count_parameters": "slimforge.compression.lowrank",
     "export_artifact": "slimforge.compression.export",
+    "export_gguf": "slimforge.compression.gguf_export",
     "fidelity": "slimforge.compression.evaluation",
     "fidelity_from_reference": "slimforge.compression.evaluation",
     "find_linears": "slimforge.compression.lowrank",
+    "gguf_file_type": "slimforge.compression.gguf_export",
+    "gguf_supported": "slimforge.compression.gguf_export",
     "get_method": "slimforge.compression.methods",
     "linear_shapes": "slimforge.compression.lowrank",
     "load_model": "slimforge.compression.loading",
@@ -80,10 +83,13 @@ __all__ = [
     "compress",
     "count_parameters",
     "export_artifact",
+    "export_gguf",
     "fidelity",
     "fidelity_from_reference",
     "find_linears",
     "get_method",
+    "gguf_file_type",
+    "gguf_supported",
     "linear_shapes",
     "load_model",
     "load_texts",
@@ -124,6 +130,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         teacher_reference,
     )
     from slimforge.compression.export import ArtifactFile, export_artifact
+    from slimforge.compression.gguf_export import export_gguf, gguf_file_type, gguf_supported
     from slimforge.compression.loading import ModelSource, load_model
     from slimforge.compression.lowrank import (
         LowRankLinear,

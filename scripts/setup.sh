@@ -23,8 +23,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-extras="ml"; [ "$dev" = 1 ] && extras="ml,dev"
+extras="ml"; [ "$dev" = 1 ] && extras="ml,gguf,dev"
 echo "== installing slimforge[$extras] into .venv"
 # torch==2.13.0 (pinned in pyproject.toml) resolves to the local CPU wheel where pip has one.
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[$extras]"
+# llama.cpp's HF -> GGUF converter is not in the llama-cpp-python wheel: unpack it from the sdist
+# of the installed version (the same llama.cpp commit) into .venv/share/slimforge/ (GGUF export).
+if [ "$dev" = 1 ]; then
+  .venv/bin/python scripts/fetch_gguf_converter.py
+fi

@@ -51,7 +51,8 @@ class JobContext:
     blocks: torch.Tensor | None = None  # calibration tokens [n, seq_len]
     eval_blocks: torch.Tensor | None = None  # evaluation tokens [n, seq_len]
     kd_plan: DistillPlan | None = None
-    # A frozen copy of the original model, kept in CPU memory (see worker.kd.TEACHER_HOME) when
+    # A frozen copy of the original model, kept in CPU memory (see
+    # slimforge.worker.kd.TEACHER_HOME) when
     # the evaluation compares teacher and student or kd trains on the fly.
     teacher: Any = None
     teacher_texts: list[str] | None = None  # the teacher's greedy continuations

@@ -30,7 +30,8 @@ __all__ = [
 CHUNK = 1 << 20
 
 
-# Every job id starts with this (app.jobs.models); other names in a store are not artifacts.
+# Every job id starts with this (slimforge.app.jobs.models); other names in a store are not
+# artifacts.
 JOB_PREFIX = "job_"
 
 

@@ -31,7 +31,7 @@ the counts ``n_samples`` and ``n_documents`` (how many documents were scored, no
 retention is student / teacher, computed here for each (a ``retention`` key is not read).
 
 Sample text, ``metrics["generations"]``: ``[{"prompt", "teacher", "student", "chat_template"}]``
-as :func:`compression.generations.greedy_continuations` returns.
+as :func:`slimforge.compression.generations.greedy_continuations` returns.
 
 Anything missing, non-numeric or not finite is left out of the card (nothing is claimed).
 """

@@ -1,0 +1,110 @@
+"""Helpers for the GGUF tests: greedy decoding and perplexity in transformers and in llama.cpp."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from llama_cpp import Llama
+from transformers import LlamaConfig, LlamaForCausalLM
+
+CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
+
+
+def train_sentencepiece(dest: Path, vocab_size: int) -> bytes:
+    """A real SentencePiece tokenizer trained on the calibration text, written as
+    ``dest/tokenizer.model``; returns the serialised model.
+
+    BPE with byte fallback, like Llama 2's: llama.cpp's SPM tokenizer merges by score, which is
+    SentencePiece's BPE encoding (a unigram model would be tokenised differently).
+    """
+    import sentencepiece as spm
+
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        input=str(CORPUS / "calibration.txt"),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
+    (dest / "tokenizer.model").write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def tiny_gguf_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    """A 2-layer Llama whose rows fit llama.cpp's k-quant super-blocks (256 values).
+
+    Weights are rounded to float16 so that the f16 GGUF holds exactly the same numbers. A wide
+    output head (std 0.3) peaks the next-token distribution as a trained model's is, so that greedy
+    decoding is decided by the weights, not by float rounding.
+    """
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 0.3)
+    return model.half().float()
+
+
+@torch.no_grad()
+def hf_greedy(model: torch.nn.Module, prompt: list[int], n_new: int) -> list[int]:
+    """``n_new`` argmax tokens after ``prompt`` (no EOS stop), with the KV cache."""
+    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+    tokens: list[int] = []
+    for _ in range(n_new):
+        tokens.append(int(out.logits[0, -1].argmax()))
+        nxt = torch.tensor([[tokens[-1]]])
+        out = model(input_ids=nxt, cache=out.cache, use_cache=True)
+    return tokens
+
+
+@torch.no_grad()
+def hf_logits(model: torch.nn.Module, tokens: list[int]) -> np.ndarray:
+    """Logits [len(tokens), vocab] of a transformers model, float32."""
+    return model(input_ids=torch.tensor([tokens])).logits[0].float().numpy()
+
+
+def llama_greedy(llm: Llama, prompt: list[int], n_new: int) -> list[int]:
+    """``n_new`` argmax tokens after ``prompt`` with llama.cpp (a ``Llama(logits_all=True)``)."""
+    llm.reset()
+    llm.eval(prompt)
+    tokens: list[int] = []
+    for _ in range(n_new):
+        tokens.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+        llm.eval([tokens[-1]])
+    return tokens
+
+
+def llama_logits(llm: Llama, tokens: list[int]) -> np.ndarray:
+    """Logits [len(tokens), vocab] of llama.cpp for ``tokens`` (n_ctx must hold them)."""
+    llm.reset()
+    llm.eval(tokens)
+    return np.array(llm.scores[: len(tokens)], dtype=np.float64)
+
+
+def perplexity_from_logits(logits: np.ndarray, tokens: list[int]) -> float:
+    """exp(mean next-token NLL in nats) of ``tokens[1:]`` under ``logits[:-1]`` ([T, vocab])."""
+    z = logits[:-1].astype(np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    nll = -log_probs[np.arange(len(tokens) - 1), tokens[1:]]
+    return float(np.exp(nll.mean()))
