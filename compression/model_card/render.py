@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from slimforge.compression.model_card.auto import auto_section
 from slimforge.compression.model_card.figures import read_fidelity, read_overlap, read_tasks
 from slimforge.compression.model_card.model_index import model_index
 from slimforge.compression.model_card.parameters import public_parameters
@@ -245,6 +246,7 @@ def render_model_card(
     body = [
         *_what_was_done(src, method, target, params_before, params_after),
         *_shape_lines(metrics, ranks),
+        *auto_section(metrics),
         *_distill_lines(metrics),
         *evaluation_section(
             params_before=params_before,

@@ -26,6 +26,8 @@ Stage = Literal[
     "storing",
     "publishing",
 ]
+# Distinct kd text an ``auto`` job draws when it has no ``distill`` section (kd cycles over it).
+AUTO_KD_TEXT_TOKENS = 32768
 # Precisions an artifact can be saved in (``output.dtype``).
 ArtifactDtype = Literal["float32", "float16", "bfloat16"]
 
@@ -239,6 +241,14 @@ class JobCreate(_Input):
     @classmethod
     def _known_method(cls, value: Any) -> Any:
         return _check_method(value)
+
+    @model_validator(mode="after")
+    def _auto_distils(self) -> JobCreate:
+        # ``auto`` scores its candidates after a kd probe and always ends with kd: a job
+        # without ``distill`` gets the stage with its defaults (stored, so users see it).
+        if self.method.name == "auto" and self.distill is None:
+            self.distill = KdConfig(tokens=AUTO_KD_TEXT_TOKENS)
+        return self
 
 
 class JobOut(BaseModel):

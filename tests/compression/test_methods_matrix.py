@@ -46,6 +46,8 @@ ARCHITECTURES: dict[str, Callable[[], PreTrainedModel]] = {
 }
 # Quicker parameters for the tiny models (defaults are tuned for real ones).
 FAST: dict[str, dict[str, Any]] = {
+    # minitron's default multiples miss the tiny widths (refused, then svd is built and wins)
+    "auto": {"architecture": "any", "candidates": ["mlp", "svd"], "probe_tokens": 32},
     "lillama": {"batch_size": 4, "max_steps_per_block": 2},
     "minitron": {"hidden_multiple": 16, "mlp_multiple": 8, "max_candidates": 2},
 }

@@ -30,6 +30,9 @@ def run(ctx: JobContext) -> None:
         ctx.metrics["peak_gpu_bytes_compressing"] = ctx.memory.stage_gpu_bytes()
         ctx.model.to(ctx.device)
     ctx.result = result
+    kd_tokens = result.details.get("kd_tokens")  # auto: what fits the rest of its budget
+    if kd_tokens is not None and ctx.kd_plan is not None:
+        ctx.kd_plan.config = ctx.kd_plan.config.model_copy(update={"tokens": int(kd_tokens)})
     params_after = count_parameters(ctx.model)
     ctx.metrics.update(
         params_before=ctx.params_before,

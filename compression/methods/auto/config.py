@@ -1,0 +1,137 @@
+"""Parameters of ``auto`` (torch-free): which candidate pipelines it may try, and its budget."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from slimforge.compression.methods.lillama.config import LillamaConfig
+from slimforge.compression.methods.minitron.config import MinitronConfig
+from slimforge.compression.methods.registry import register_method
+from slimforge.compression.methods.svd.config import SvdConfig
+from slimforge.compression.model_shapes import ModelShapes
+from slimforge.compression.parameters import MethodParameters
+
+__all__ = ["CANDIDATES", "STANDARD_CANDIDATES", "AutoConfig", "candidate_config"]
+
+CandidateName = Literal["mlp", "width", "depth", "svd", "lillama"]
+# Candidate pipelines, cheapest first. Each is followed by kd. The three minitron shapes give
+# a stock architecture (transformers, vLLM and llama.cpp load it); svd and lillama give
+# low-rank layers (custom code, trust_remote_code).
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "mlp": {"name": "minitron", "axes": ["mlp"]},
+    "width": {"name": "minitron", "axes": ["heads", "mlp", "hidden"]},
+    "depth": {"name": "minitron", "axes": ["depth", "mlp"]},
+    "svd": {"name": "svd"},
+    "lillama": {"name": "lillama"},
+}
+STANDARD_CANDIDATES = ("mlp", "width", "depth")
+_CONFIG_CLASSES: dict[str, type[MethodParameters]] = {
+    "minitron": MinitronConfig,
+    "svd": SvdConfig,
+    "lillama": LillamaConfig,
+}
+
+
+def candidate_config(name: str) -> MethodParameters:
+    """The method parameters of candidate ``name`` (one of ``CANDIDATES``)."""
+    spec = dict(CANDIDATES[name])
+    return _CONFIG_CLASSES[spec["name"]].model_validate(spec)
+
+
+@register_method("slimforge.compression.methods.auto.method:AutoMethod")
+class AutoConfig(MethodParameters):
+    """Pick the compression for the budget: build every candidate pipeline the constraints
+    allow (minitron MLP-only, width and depth shapes; with ``architecture: "any"`` also svd and
+    lillama), give each a short kd probe from the original model, score it by KL(teacher ‖
+    student) on held-back calibration text, and keep the best; the job's kd stage then trains
+    the winner with the rest of the budget. Every candidate, its score and the reason for the
+    choice go to the job's events, metrics and model card.
+    """
+
+    name: Literal["auto"] = "auto"
+    architecture: Literal["standard", "any"] = Field(
+        default="standard",
+        description="'standard': only shapes stock transformers, vLLM and llama.cpp load "
+        "(minitron pruning); 'any': also low-rank layers (svd, lillama), which need "
+        "trust_remote_code to load.",
+    )
+    max_minutes: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=10_080.0,
+        description="Minutes of this worker's time for the candidates and the kd stage "
+        "together (loading, calibration text and evaluation come on top). Candidates that "
+        "would not fit are skipped, and the kd stage trains for what is left, at the speed "
+        "measured while probing (unless the job sets distill.tokens).",
+    )
+    kd_tokens: int | None = Field(
+        default=None,
+        ge=16,
+        le=100_000_000_000,
+        description="Train the winner by kd for this many tokens instead of what fits "
+        "max_minutes. The job's `distill` section (added with its defaults when omitted) sets "
+        "the kd's other settings; its `tokens` is then the distinct kd text drawn, cycled over.",
+    )
+    candidates: list[CandidateName] | None = Field(
+        default=None,
+        min_length=1,
+        description="Try only these (default: all that 'architecture' allows).",
+    )
+    probe_tokens: int = Field(
+        default=2048,
+        ge=16,
+        le=10_000_000,
+        description="kd tokens each candidate trains for before it is scored: a short kd makes "
+        "the score predict the result after the job's kd, which a training-free score does "
+        "not (a pruned model recovers faster than its first loss says).",
+    )
+    score_tokens: int = Field(
+        default=2048,
+        ge=16,
+        le=10_000_000,
+        description="Calibration tokens held back (the last blocks, at most a quarter) to "
+        "score candidates; never trained on by the probes.",
+    )
+
+    @model_validator(mode="after")
+    def _allowed(self) -> AutoConfig:
+        if self.architecture == "standard" and self.candidates is not None:
+            low_rank = [c for c in self.candidates if c not in STANDARD_CANDIDATES]
+            if low_rank:
+                raise ValueError(
+                    f"'candidates' lists {low_rank}, which give low-rank layers, but "
+                    "'architecture' is 'standard': set architecture to 'any' or drop them"
+                )
+        return self
+
+    def candidate_names(self) -> list[str]:
+        """The candidates to try, cheapest first."""
+        allowed = STANDARD_CANDIDATES if self.architecture == "standard" else tuple(CANDIDATES)
+        chosen: list[str] = list(self.candidates or allowed)
+        return [c for c in CANDIDATES if c in chosen and c in allowed]
+
+    def standard_architecture(self) -> bool:
+        """Whether every candidate gives a stock architecture (llama.cpp and vLLM load it)."""
+        return self.architecture == "standard"
+
+    def check_model(self, shapes: ModelShapes) -> None:
+        """At least one candidate must accept the model (the first conflict otherwise)."""
+        self._any_candidate(lambda c: c.check_model(shapes))
+
+    def check_target(self, shapes: ModelShapes, target_params: int) -> None:
+        """At least one candidate must reach the target (the first candidate's error
+        otherwise: UnreachableTargetError with its reachable range)."""
+        self._any_candidate(lambda c: c.check_target(shapes, target_params))
+
+    def _any_candidate(self, check: Any) -> None:
+        first: Exception | None = None
+        for name in self.candidate_names():
+            try:
+                check(candidate_config(name))
+                return
+            except ValueError as exc:
+                first = first or exc
+        if first is not None:
+            raise first

@@ -1,0 +1,98 @@
+"""``auto``: every candidate the constraints allow is built, probed and scored; the lowest KL
+to the teacher wins and replaces the model in place; the budget skips what would not fit."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from slimforge.compression import compress, count_parameters, resolve_target
+from slimforge.compression.evaluation import fidelity
+from slimforge.compression.methods.auto.config import AutoConfig
+from slimforge.compression.methods.auto.method import kd_tokens_for, split_blocks
+from slimforge.compression.progress import NullReporter
+from tests.compression.helpers import correlated_blocks, tiny_llama
+
+FAST = {"probe_tokens": 64, "score_tokens": 32}
+
+
+class Events(NullReporter):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def event(self, message: str, *, data: Any = None, level: str = "info") -> None:
+        self.events.append((message, data or {}))
+
+
+def _run(config: AutoConfig) -> tuple[torch.nn.Module, Any, Events, torch.nn.Module, torch.Tensor]:
+    model = tiny_llama(0, 2)
+    teacher = copy.deepcopy(model).eval()
+    blocks = correlated_blocks(12, 16)
+    target = resolve_target(count_parameters(model), ratio=0.8)
+    events = Events()
+    result = compress(model, config, blocks=blocks, target_params=target, reporter=events)
+    return model, result, events, teacher, blocks
+
+
+def test_the_winner_has_the_lowest_kl_and_replaces_the_model_in_place() -> None:
+    config = AutoConfig(architecture="any", candidates=["mlp", "svd", "lillama"], **FAST)
+    model, result, events, teacher, blocks = _run(config)
+    rows = {r["name"]: r for r in result.details["candidates"]}
+    # The tiny model's widths are not multiples of minitron's defaults: refused, with why.
+    assert rows["mlp"]["status"] == "refused" and "not reachable" in rows["mlp"]["reason"]
+    scored = [r for r in rows.values() if r["status"] == "scored"]
+    assert {r["name"] for r in scored} == {"svd", "lillama"}
+    best = min(scored, key=lambda r: r["kl"])
+    assert result.details["winner"] == best["name"]
+    assert count_parameters(model) == best["params"] == result.params_after
+    assert abs(result.params_after / resolve_target(result.params_before, ratio=0.8) - 1) < 0.01
+    # The model now is the winner: scoring it again gives the KL recorded for it.
+    _, held = split_blocks(blocks, config.score_tokens)
+    again = fidelity(teacher, model, held, n_resamples=10)
+    assert again.kl_per_token == pytest.approx(best["kl"], rel=1e-3)
+    messages = [m for m, _ in events.events]
+    assert f"auto: chose {best['name']}" in messages
+    assert sum(m.startswith("auto: candidate") for m in messages) == 3
+    assert result.details["kd_tokens"] > 0 and result.details["kd_tokens"] % (4 * 16) == 0
+
+
+def test_candidates_over_the_budget_are_skipped_but_one_always_runs() -> None:
+    config = AutoConfig(architecture="any", candidates=["svd", "lillama"], max_minutes=1e-6, **FAST)
+    _, result, _, _, _ = _run(config)
+    rows = {r["name"]: r for r in result.details["candidates"]}
+    assert rows["svd"]["status"] == "scored" and rows["lillama"]["status"] == "skipped"
+    assert result.details["winner"] == "svd"
+    assert result.details["kd_tokens"] == 4 * 16  # no time left: one batch
+
+
+def test_kd_tokens_given_override_the_budget() -> None:
+    config = AutoConfig(architecture="any", candidates=["svd"], kd_tokens=1000, **FAST)
+    _, result, _, _, _ = _run(config)
+    assert result.details["kd_tokens"] == 1000
+
+
+def test_standard_architecture_refuses_low_rank_candidates() -> None:
+    with pytest.raises(ValidationError, match="architecture to 'any'"):
+        AutoConfig(candidates=["svd"])
+    assert AutoConfig().candidate_names() == ["mlp", "width", "depth"]
+    assert AutoConfig(architecture="any").candidate_names()[-2:] == ["svd", "lillama"]
+    assert AutoConfig().standard_architecture() and not AutoConfig(
+        architecture="any"
+    ).standard_architecture()
+
+
+def test_no_candidate_that_builds_is_an_error_naming_the_reason() -> None:
+    with pytest.raises(ValueError, match="not reachable"):
+        _run(AutoConfig(**FAST))  # standard only: minitron's multiples miss the tiny widths
+
+
+@pytest.mark.parametrize(
+    ("seconds", "speed", "batch", "expected"),
+    [(10.0, 100.0, 256, 768), (0.0, 100.0, 256, 256), (100.0, 1.0, 64, 64)],
+)
+def test_kd_tokens_for_whole_batches(seconds: float, speed: float, batch: int, expected: int) -> None:
+    assert kd_tokens_for(seconds, speed, batch) == expected
