@@ -108,14 +108,25 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
             )
         )
     if "teacher_perplexity" in m:
+        f = m.get("fidelity") or {}
+        low, high = f.get("perplexity_ratio_interval") or (None, None)
+        interval = f" (95 % interval {low:.2f}-{high:.2f})" if low is not None else ""
         rows.append(
             (
-                "perplexity (eval text)",
+                "perplexity (held-out English)",
                 f"{m['teacher_perplexity']:.3f}",
                 f"{m['student_perplexity']:.3f}",
-                f"x{m['perplexity_ratio']:.2f}",
+                f"x{m['perplexity_ratio']:.2f}{interval}",
             )
         )
+        if "kl_per_token" in f:
+            rows.append(("KL(teacher || student)", "", f"{f['kl_per_token']:.3f}", "nats/token"))
+            rows.append(("top-1 agreement", "", f"{f['top1_agreement']:.1%}", "with the teacher"))
+    details = m.get("method_details") or {}
+    for row in details.get("candidates") or []:
+        score = f"KL {row['kl']:.3f}" if "kl" in row else row.get("status", "")
+        chosen = "  <- chosen" if row["name"] == details.get("winner") else ""
+        rows.append((f"auto candidate {row['name']}", "", score, f"{row.get('shape', '')}{chosen}"))
     rows.append(
         (
             "artifact size",
@@ -132,6 +143,9 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
     lines = [f"{'':<{width[0]}}  {'teacher':>{width[1]}}  {'student':>{width[2]}}"]
     lines += [f"{a:<{width[0]}}  {b:>{width[1]}}  {c:>{width[2]}}  {d}" for a, b, c, d in rows]
     lines.append(f"artifact: {folder}")
+    for sample in m.get("generations") or []:
+        lines += ["", f"prompt:  {sample['prompt']!r}"]
+        lines += [f"teacher: {sample['teacher']!r}", f"student: {sample['student']!r}"]
     return "\n".join(lines)
 
 
@@ -140,10 +154,12 @@ def run_demo(
     ratio: float,
     port: int,
     calibration_tokens: int,
-    method: str = "svd",
+    method: str = "auto",
+    max_minutes: float = 8.0,
     seq_len: int = 512,
     distill_tokens: int = 0,
     synthetic: bool = False,
+    calibration: str | None = None,
 ) -> int:
     """Serve, submit ``method`` at ``ratio`` on SmolLM2 over HTTP, follow it, reload the result."""
     settings = Settings()
@@ -171,14 +187,18 @@ def run_demo(
             "model": {"path": str(model_dir), "gguf_file": GGUF},
             "target": {"ratio": ratio},
             "method": {"name": method},
-            "calibration": {
-                "path": str(CORPUS / "calibration.txt"),
-                "max_tokens": calibration_tokens,
-                "seq_len": seq_len,
-            },
-            "evaluation": {"path": str(CORPUS / "evaluation.txt")},
+            # General English that no calibration source contains (data/corpus/LICENSE.md).
+            "evaluation": {"path": str(CORPUS / "english-evaluation.txt"), "max_tokens": 8192},
             "metadata": {"source": "slimforge demo"},
         }
+        if method == "auto":
+            body["method"] = {"name": "auto", "max_minutes": max_minutes}
+        if calibration:  # else the service's default general mixture
+            body["calibration"] = {
+                "path": str(CORPUS / calibration),
+                "max_tokens": calibration_tokens,
+                "seq_len": seq_len,
+            }
         if distill_tokens > 0:
             body["distill"] = {"tokens": distill_tokens}
         if synthetic:  # text the model writes itself instead of the corpus

@@ -19,7 +19,7 @@ def auto_section(metrics: Mapping[str, Any]) -> list[str]:
     the held-back calibration text after the kd probe) and the reason for the winner."""
     details = metrics.get("method_details") or {}
     rows = details.get("candidates")
-    if not rows:
+    if not rows or "winner" not in details:  # minitron's own shape candidates have no winner
         return []
     lines = [
         "",

@@ -154,6 +154,8 @@ def _demo(args: argparse.Namespace) -> int:
         seq_len=args.seq_len,
         distill_tokens=args.distill_tokens,
         synthetic=args.synthetic,
+        calibration=args.calibration,
+        max_minutes=args.max_minutes,
     )
 
 
@@ -164,10 +166,19 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--tokens", type=int, default=16384, help="calibration tokens")
     p.add_argument(
         "--method",
-        choices=["svd", "lillama", "minitron"],
-        default="svd",
-        help="svd: training-free, about 5 minutes on 2 cores; lillama: trained block by block, "
-        "about 12; minitron: structured pruning to a standard architecture, about 5",
+        choices=["auto", "svd", "lillama", "minitron"],
+        default="auto",
+        help="auto: tries minitron's shapes with a short kd each, keeps the best and distils it "
+        "(about 15 minutes on 2 cores); svd: training-free, about 5; lillama: trained block by "
+        "block, about 12; minitron: structured pruning to a standard architecture, about 5",
+    )
+    p.add_argument("--max-minutes", type=float, default=8.0, help="auto's budget: candidates + kd")
+    p.add_argument(
+        "--calibration",
+        choices=["calibration.txt", "english-calibration.txt"],
+        default=None,
+        help="a file of data/corpus to calibrate on (default: the service's general mixture "
+        "of English and text the model writes itself)",
     )
     p.add_argument(
         "--distill-tokens",

@@ -95,6 +95,13 @@ class MinitronConfig(MethodParameters):
     batch_size: int = Field(
         default=4, ge=1, le=1024, description="Sequences per forward pass when measuring."
     )
+    refit: bool = Field(
+        default=True,
+        description="After cutting MLP neurons, refit each block's down projection by least "
+        "squares so the kept neurons reproduce the original MLP output on the calibration text "
+        "(training-free; one more forward pass, and intermediate_size² float64 numbers per "
+        "layer in memory). Dense models whose hidden size is kept; ignored otherwise.",
+    )
 
     @model_validator(mode="after")
     def _axes_unique(self) -> MinitronConfig:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimforge.compression.calibration import collect_input_grams
 from slimforge.compression.evaluation import perplexity
 from slimforge.compression.lowrank import count_parameters
 from slimforge.compression.methods.method import Method, MethodResult
@@ -29,6 +30,11 @@ from slimforge.compression.pruning.importance import (
 )
 from slimforge.compression.pruning.layout import arch_of
 from slimforge.compression.pruning.prune import choose_layers, prune_model, top_indices
+from slimforge.compression.pruning.refit import (
+    apply_refit,
+    down_projection_names,
+    refit_down_weights,
+)
 from slimforge.compression.pruning.search import search_space
 
 __all__ = ["MinitronMethod", "pick_candidates", "removed_importance"]
@@ -153,6 +159,19 @@ class MinitronMethod(Method[MinitronConfig]):
                 "layer_scores": [round(float(x), 6) for x in importance.layers],
             },
         )
+        grams = None
+        if config.refit and "mlp" in config.axes and arch.experts == 0:
+            grams, _ = collect_input_grams(
+                model, measure, down_projection_names(model), batch_size=config.batch_size
+            )
+
+        def pruned(target: nn.Module, shape: Arch, layers: list[int]) -> None:
+            refits = (
+                {} if grams is None else refit_down_weights(model, grams, importance, shape, layers)
+            )
+            prune_model(target, shape, importance, layers=layers)
+            apply_refit(target, refits, layers)
+
         chosen = pick_candidates(arch, candidates, importance, config.max_candidates)
         scored: list[dict[str, Any]] = []
         best: tuple[float, Candidate, list[int]] | None = None
@@ -162,7 +181,7 @@ class MinitronMethod(Method[MinitronConfig]):
                 importance.layers, cand.arch.layers, contiguous=config.contiguous_layers
             )
             trial = copy.deepcopy(model)
-            prune_model(trial, cand.arch, importance, layers=layers)
+            pruned(trial, cand.arch, layers)
             ppl = perplexity(trial, search)
             del trial
             row = {
@@ -176,7 +195,7 @@ class MinitronMethod(Method[MinitronConfig]):
                 best = (ppl, cand, layers)
         assert best is not None
         _, cand, layers = best
-        prune_model(model, cand.arch, importance, layers=layers)
+        pruned(model, cand.arch, layers)
         after = count_parameters(model)
         reporter.event("pruned", data={**cand.describe(), "kept_layers": layers})
         return MethodResult(
@@ -189,5 +208,6 @@ class MinitronMethod(Method[MinitronConfig]):
                 "kept_layers": layers,
                 "candidates": scored,
                 "candidates_found": len(candidates),
+                "refit": grams is not None,
             },
         )
