@@ -103,8 +103,9 @@ class AutoMethod(Method[AutoConfig]):
                 reporter.event("auto: candidate skipped (budget)", data=rows[-1])
                 continue
             # The first candidate that builds always runs: a job gets a model, late or not.
+            seen = {r["shape"]: r["name"] for r in rows if r.get("status") == "scored"}
             row, student, result = self._candidate(
-                name, teacher, train, held, probe, target_params, reporter
+                name, teacher, train, held, probe, target_params, seen, reporter
             )
             rows.append(row)
             reporter.event(f"auto: candidate {name} {row['status']}", data=row)
@@ -155,27 +156,35 @@ class AutoMethod(Method[AutoConfig]):
         held: torch.Tensor,
         probe: KdConfig,
         target_params: int,
+        seen: dict[str, str],
         reporter: Reporter,
     ) -> tuple[dict[str, Any], nn.Module | None, MethodResult | None]:
-        """Build, probe and score one candidate on a copy of ``teacher``."""
+        """Build, probe and score one candidate on a copy of ``teacher``; a pruned shape an
+        earlier candidate already scored (``seen``: shape -> name) is not probed again."""
         cfg = candidate_config(name)
         row: dict[str, Any] = {"name": name, "method": cfg.model_dump(exclude_defaults=True)}
         t0 = time.monotonic()
         student = copy.deepcopy(teacher)
         try:
-            result = compress(student, cfg, blocks=train, target_params=target_params)
+            result = compress(
+                student, cfg, blocks=train, target_params=target_params, reporter=reporter
+            )
         except ValueError as exc:  # unreachable target, unsupported architecture
             row.update(status="refused", reason=str(exc))
             return row, None, None
         method_s = time.monotonic() - t0
+        shape = _shape(student)
+        if shape != "low-rank" and shape in seen:
+            row.update(status=f"same shape as {seen[shape]}", shape=shape)
+            return row, None, None
         t1 = time.monotonic()
-        distill_logits(student, train, probe, teacher=teacher)
+        distill_logits(student, train, probe, teacher=teacher, reporter=reporter)
         probe_s = time.monotonic() - t1
-        score = fidelity(teacher, student, held, n_resamples=200)
+        score = fidelity(teacher, student, held, n_resamples=200, reporter=reporter)
         row.update(
             status="scored",
             params=count_parameters(student),
-            shape=_shape(student),
+            shape=shape,
             kl=round(score.kl_per_token, 6),
             top1_agreement=round(score.top1_agreement, 6),
             perplexity_ratio=round(score.perplexity_ratio, 6),
