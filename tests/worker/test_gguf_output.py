@@ -116,7 +116,7 @@ def test_a_minitron_job_writes_gguf_files_llama_cpp_runs_like_transformers(
     assert abs(job["metrics"]["teacher_perplexity"] / f16["perplexity"] - 1) > 3 * PPL_Q8_REL_TOL
 
     card = ModelCard(api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h).text)
-    assert "gguf" in card.data.tags
+    assert "gguf" in card.data.to_dict()["tags"]
     for entry in gguf["files"]:
         assert (
             f"| `{entry['path']}` | {entry['gguf_type'].upper()} | {entry['size'] / 1e6:.1f} MB |"
