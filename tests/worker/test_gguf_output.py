@@ -24,8 +24,10 @@ from slimforge.worker.runner import run_job
 from tests import builders
 from tests.builders import job_body
 from tests.compression.gguf_helpers import hf_logits, llama_logits, save_gguf_ready_llama
+from tests.hubserver import running_hub
 from tests.worker.test_runner import submit
 
+HUB_TOKEN = "hf_localtesttoken"
 MINITRON = {"name": "minitron", "hidden_multiple": 16, "mlp_multiple": 1, "search_tokens": 128}
 TYPES = ["f16", "q8_0"]
 # llama.cpp on the f16 file vs transformers on the float32 safetensors (the same weights, which
@@ -173,7 +175,7 @@ def test_a_worker_without_the_converter_fails_the_job_at_loading(
     assert "['safetensors']" in job["error"] and "output.formats" in job["error"]
 
 
-def test_a_gguf_input_gets_a_gguf_of_its_own_type_by_default(
+def test_a_gguf_input_gets_a_gguf_of_its_own_type_by_default_pushed_with_the_rest(
     api: TestClient, auth, settings: Settings, model_folder: Path, text_files, tmp_path: Path
 ) -> None:
     h = auth()
@@ -182,12 +184,20 @@ def test_a_gguf_input_gets_a_gguf_of_its_own_type_by_default(
         source.parent, text_files["calibration"], text_files["evaluation"], method=MINITRON
     )
     body["model"]["gguf_file"] = source.name
+    body["output"] = {"hub_repo": "acme/tiny-pruned"}  # nothing said about formats
+    api.put("/v1/credentials/hub", json={"token": HUB_TOKEN}, headers=h)
     job_id = builders.submit(api, h, body)
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
     assert job["request"]["output"]["formats"] == ["safetensors", "gguf"]
     assert job["request"]["output"]["gguf_type"] == ["q8_0"]  # read from the input's header
-    assert _run(api, settings, job_id) == "succeeded"
+    with running_hub(tmp_path / "hub", token=HUB_TOKEN) as hub:
+        hub_settings = settings.model_copy(update={"hub_endpoint": hub.endpoint})
+        assert _run(api, hub_settings, job_id) == "succeeded"
+        pushed = hub.files("acme/tiny-pruned")
     (entry,) = api.get(f"/v1/jobs/{job_id}", headers=h).json()["metrics"]["gguf"]["files"]
-    assert entry["gguf_type"] == "q8_0"
-    assert gguf_file_type(settings.artifacts_root / job_id / entry["path"]) == "q8_0"
+    assert entry["gguf_type"] == "q8_0" and entry["path"] == "tiny-pruned.Q8_0.gguf"
+    stored = settings.artifacts_root / job_id / entry["path"]
+    assert gguf_file_type(stored) == "q8_0"
     assert entry["size"] < source.stat().st_size  # pruned: smaller than the input, same type
+    assert pushed[entry["path"]] == stored.read_bytes()  # on the Hub with the rest
+    assert "llama-cli -hf acme/tiny-pruned:Q8_0" in pushed["README.md"].decode()
