@@ -13,7 +13,9 @@ Rules (``output.formats``, ``output.gguf_type``):
 
 The resolved section is stored in the job's request, so users see what they will get. What cannot
 be read here (the converter or the ``gguf`` package missing on an API host, a Hub model) is
-left to the worker, which checks it again when it loads the model.
+left to the worker, which checks it again when it loads the model. A GGUF output the user did
+not ask for (a GGUF input's default) is marked in the job's metrics (:data:`DEFAULTED`): a worker
+that cannot write GGUF files then returns the safetensors alone instead of failing the job.
 """
 
 from __future__ import annotations
@@ -32,7 +34,17 @@ from slimforge.contract.jobs import JobCreate, Output
 
 log = logging.getLogger("slimforge.api")
 
-__all__ = ["OutputNote", "input_gguf_type", "resolve_output", "standard_methods"]
+__all__ = [
+    "DEFAULTED",
+    "OutputNote",
+    "ResolvedOutput",
+    "input_gguf_type",
+    "resolve_output",
+    "standard_methods",
+]
+
+# The job metrics key that marks GGUF files chosen by default, not asked for.
+DEFAULTED = "gguf_by_default"
 
 # The default for an input whose own type slimforge cannot write (an importance-matrix type):
 # llama.cpp's most used 4-bit type, so that the output stays about as small as the input.
@@ -46,6 +58,16 @@ class OutputNote:
     message: str
     level: str
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolvedOutput:
+    """The job's ``output`` section as stored (JSON), the events to record, and the metrics the
+    job starts with (:data:`DEFAULTED` when GGUF files were chosen by default)."""
+
+    section: dict[str, Any]
+    notes: list[OutputNote]
+    metrics: dict[str, Any]
 
 
 def standard_methods() -> list[str]:
@@ -121,9 +143,10 @@ def _default_types(body: JobCreate, folder: Path | None) -> tuple[list[str] | No
     return [found], why
 
 
-def resolve_output(body: JobCreate, folder: Path | None) -> tuple[dict[str, Any], list[OutputNote]]:
-    """The job's ``output`` section with ``formats`` and ``gguf_type`` resolved (JSON), and the
-    notes to record as events. ``folder``: the resolved local model folder (None: a Hub model).
+def resolve_output(body: JobCreate, folder: Path | None) -> ResolvedOutput:
+    """The job's ``output`` section with ``formats`` and ``gguf_type`` resolved, the notes to
+    record as events and the job's first metrics. ``folder``: the resolved local model folder
+    (None: a Hub model).
 
     Raises:
         UnprocessableInput: GGUF asked for a result llama.cpp could not load (field
@@ -155,7 +178,10 @@ def resolve_output(body: JobCreate, folder: Path | None) -> tuple[dict[str, Any]
         types, why = _default_types(body, folder)
     resolved = {**output.model_dump(mode="json"), "formats": formats, "gguf_type": types}
     data = {"formats": formats, "gguf_type": types}
+    metrics: dict[str, Any] = {}
     if "gguf" in formats:
         named = ", ".join(types) if types else "to be read"
         notes.append(OutputNote(f"output: safetensors and GGUF {named} ({why})", "info", data))
-    return resolved, notes
+        if not asked:
+            metrics[DEFAULTED] = True
+    return ResolvedOutput(resolved, notes, metrics)

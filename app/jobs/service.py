@@ -28,7 +28,7 @@ from slimforge.app.errors import (
 )
 from slimforge.app.jobs.model_checks import check_job_against_model
 from slimforge.app.jobs.models import Job, JobEvent
-from slimforge.app.jobs.outputs import OutputNote, resolve_output
+from slimforge.app.jobs.outputs import ResolvedOutput, resolve_output
 from slimforge.app.jobs.text_inputs import check_text_encodings
 from slimforge.app.jobs.text_sources import check_held_out
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
@@ -64,10 +64,10 @@ def _request_hash(body: JobCreate) -> str:
 
 def _resolved_spec(
     settings: Settings, body: JobCreate
-) -> tuple[dict[str, Any], int | None, list[OutputNote]]:
+) -> tuple[dict[str, Any], int | None, ResolvedOutput]:
     """The job body with local paths checked and made absolute for the worker and the output
     formats resolved (``slimforge.app.jobs.outputs``), the local model's parameter count (None:
-    a Hub model, or one not readable without loading it), and what to say about the output."""
+    a Hub model, or one not readable without loading it), and the resolved output."""
     spec = body.model_dump(mode="json")
     params = None
     folder = None
@@ -98,8 +98,9 @@ def _resolved_spec(
             for folder in body.evaluation.task_folders
         ]
     check_held_out(spec["calibration"], spec.get("evaluation"))
-    spec["output"], notes = resolve_output(body, folder)
-    return spec, params, notes
+    output = resolve_output(body, folder)
+    spec["output"] = output.section
+    return spec, params, output
 
 
 def submit_job(
@@ -146,7 +147,7 @@ def submit_job(
         check_job_webhook(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
-    spec, params, output_notes = _resolved_spec(settings, body)
+    spec, params, output = _resolved_spec(settings, body)
     check_text_encodings(spec)
     check_model_size(session, tenant_id=principal.tenant_id, settings=settings, params=params)
     job = Job(
@@ -157,7 +158,7 @@ def submit_job(
         metadata_=body.metadata,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        metrics={},
+        metrics=dict(output.metrics),
     )
     session.add(job)
     try:
@@ -176,7 +177,7 @@ def submit_job(
             enqueue=enqueue,
         )
     add_event(session, job_id=job.id, message="job queued", data={"method": job.method})
-    for note in output_notes:
+    for note in output.notes:
         add_event(session, job_id=job.id, message=note.message, level=note.level, data=note.data)
     session.commit()
     try:

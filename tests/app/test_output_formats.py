@@ -90,6 +90,7 @@ def test_a_gguf_input_gets_its_own_type_back_unless_the_result_is_low_rank(
     model = Path(shutil.copy(gguf_source, tmp_path / gguf_source.name))
     stored, job = _accepted(_post(api, h, text_files, model, method=MINITRON))
     assert stored["formats"] == ["safetensors", "gguf"] and stored["gguf_type"] == ["q8_0"]
+    assert job["metrics"] == {"gguf_by_default": True}  # not asked for: a worker may drop it
     said = [e for e in _events(api, h, job["id"]) if e["message"].startswith("output:")]
     assert "the GGUF input's own type" in said[0]["message"]
     assert said[0]["data"] == {"formats": ["safetensors", "gguf"], "gguf_type": ["q8_0"]}
@@ -105,10 +106,10 @@ def test_a_gguf_input_gets_its_own_type_back_unless_the_result_is_low_rank(
         _post(api, h, text_files, model, method=MINITRON, output={"formats": ["safetensors"]})
     )
     assert stored["formats"] == ["safetensors"] and stored["gguf_type"] is None
-    stored, _ = _accepted(
+    stored, job = _accepted(
         _post(api, h, text_files, model, output={"gguf_type": "q4_0"}, method=MINITRON)
     )
-    assert stored["gguf_type"] == ["q4_0"]
+    assert stored["gguf_type"] == ["q4_0"] and job["metrics"] == {}  # asked for
 
 
 @pytest.mark.parametrize("spec", method_specs(), ids=lambda spec: spec.name)

@@ -101,6 +101,19 @@ def llama_logits(llm: Llama, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float64)
 
 
+def top2_gaps(logits: np.ndarray) -> np.ndarray:
+    """The gap between the two largest logits of each row [steps, vocab] -> [steps]."""
+    top2 = np.sort(logits, axis=-1)[:, -2:]
+    return np.asarray(top2[:, 1] - top2[:, 0])
+
+
+def decided_steps(logits: np.ndarray, margin: float) -> int:
+    """Leading greedy steps ([steps, vocab] logits) whose top-2 gap exceeds ``margin``: there
+    another implementation within ``margin / 2`` of these logits must pick the same token."""
+    close = top2_gaps(logits) < margin
+    return int(close.argmax()) if close.any() else len(logits)
+
+
 def perplexity_from_logits(logits: np.ndarray, tokens: list[int]) -> float:
     """exp(mean next-token NLL in nats) of ``tokens[1:]`` under ``logits[:-1]`` ([T, vocab])."""
     z = logits[:-1].astype(np.float64)

@@ -201,3 +201,29 @@ def test_a_gguf_input_gets_a_gguf_of_its_own_type_by_default_pushed_with_the_res
     assert entry["size"] < source.stat().st_size  # pruned: smaller than the input, same type
     assert pushed[entry["path"]] == stored.read_bytes()  # on the Hub with the rest
     assert "llama-cli -hf acme/tiny-pruned:Q8_0" in pushed["README.md"].decode()
+
+
+def test_a_default_gguf_output_a_worker_cannot_write_leaves_the_safetensors(
+    api: TestClient,
+    auth,
+    settings: Settings,
+    model_folder: Path,
+    text_files,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = auth()
+    source = export_gguf(model_folder, tmp_path / "gguf-in" / "tiny.Q8_0.gguf", gguf_type="q8_0")
+    body = job_body(
+        source.parent, text_files["calibration"], text_files["evaluation"], method=MINITRON
+    )
+    body["model"]["gguf_file"] = source.name  # GGUF by default: not asked for
+    job_id = builders.submit(api, h, body)
+    monkeypatch.setenv(CONVERTER_ENV, str(tmp_path / "no-converter"))  # the demo's install
+    assert _run(api, settings, job_id) == "succeeded"
+    job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert job["metrics"]["gguf_by_default"] is True and "gguf" not in job["metrics"]
+    files = {f["path"] for f in api.get(f"/v1/jobs/{job_id}/artifacts", headers=h).json()["files"]}
+    assert "model.safetensors" in files and not any(f.endswith(".gguf") for f in files)
+    (warning,) = [e for e in _events(api, h, job_id) if e["level"] == "warning"]
+    assert warning["message"].startswith("no GGUF output: this worker cannot write GGUF files")

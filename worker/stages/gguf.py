@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from slimforge.app.jobs.outputs import input_gguf_type, standard_methods
+from slimforge.app.jobs.outputs import DEFAULTED, input_gguf_type, standard_methods
 from slimforge.compression import perplexity
 from slimforge.compression.gguf_eval import gguf_perplexity
 from slimforge.compression.gguf_export import converter_dir, export_ggufs, gguf_supported
@@ -55,7 +55,8 @@ def _types(ctx: JobContext) -> list[str]:
 
 def check_gguf_output(ctx: JobContext, model: Any) -> None:
     """At loading: set ``ctx.gguf_types`` and refuse (ValueError, naming ``output.formats``) a
-    GGUF output llama.cpp could not take or this worker could not write."""
+    GGUF output llama.cpp could not take or this worker could not write. GGUF files chosen by
+    default (a GGUF input's) that this worker cannot write are dropped, said in a warning."""
     ctx.gguf_types = _types(ctx)
     if not ctx.gguf_types:
         return
@@ -71,6 +72,15 @@ def check_gguf_output(ctx: JobContext, model: Any) -> None:
         converter_dir()  # installed here (gguf_supported's answer may be cached)
         verdict = gguf_supported(config)
     except RuntimeError as exc:
+        if ctx.stored_metrics.get(DEFAULTED):
+            ctx.reporter.event(
+                "no GGUF output: this worker cannot write GGUF files (the gguf extra is not "
+                "installed); the artifact is safetensors only",
+                level="warning",
+                data={"gguf_type": ctx.gguf_types, "reason": str(exc)},
+            )
+            ctx.gguf_types = []
+            return
         raise ValueError(
             "output.formats asks for 'gguf', but this worker cannot write GGUF files (for the "
             f"operator: {exc}); submit with formats ['safetensors'], or ask the operator to "
