@@ -118,8 +118,11 @@ def _check_gguf_possible(body: JobCreate, output: Output, folder: Path | None) -
     if body.model.gguf_file is not None or config_file is None or not config_file.is_file():
         return  # a GGUF input came from llama.cpp; a Hub model is checked at loading
     try:
-        verdict = gguf_supported(json.loads(config_file.read_text(encoding="utf-8")))
-    except (RuntimeError, OSError, ValueError) as exc:  # no converter on this API host
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not a JSON object")
+        verdict = gguf_supported(config)
+    except (RuntimeError, OSError, ValueError) as exc:  # no converter here, an odd config.json
         log.info("GGUF support of %s left to the worker: %s", folder, exc)
         return
     if verdict is not True:
