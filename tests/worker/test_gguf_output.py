@@ -15,9 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from huggingface_hub import ModelCard
 from llama_cpp import Llama
+from sqlalchemy import update
 from transformers import AutoModelForCausalLM
 
 from bench.tiny import save_tiny_llama
+from slimforge.app.jobs.models import Job
 from slimforge.app.settings import Settings
 from slimforge.compression.gguf_export import CONVERTER_ENV, export_gguf, gguf_file_type
 from slimforge.worker.runner import run_job
@@ -152,6 +154,15 @@ def test_a_gguf_that_fails_keeps_the_safetensors_artifact(
     assert "model.safetensors" in files and not any(f.endswith(".gguf") for f in files)
     assert job["metrics"]["gguf"]["error"] and job["metrics"]["params_after"] > 0
     assert not list((settings.artifacts_root / job_id).glob("*.gguf"))
+    # A worker lost between storing and failing the job: the job runs again, finds the stored
+    # artifact and the GGUF error with it, and fails the same way instead of succeeding.
+    factory = api.app.state.session_factory  # type: ignore[attr-defined]
+    with factory() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(status="queued"))
+        session.commit()
+    assert _run(api, settings, job_id) == "failed"
+    again = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert "writing the GGUF output failed" in again["error"] and "hub" not in again["metrics"]
 
 
 def test_a_worker_without_the_converter_fails_the_job_at_loading(
