@@ -18,6 +18,15 @@ EXPOSE 8000
 CMD ["uvicorn", "slimforge.app.asgi:app", "--host", "0.0.0.0", "--port", "8000", "--workers", "4"]
 
 FROM base AS worker
+# GGUF outputs (output.formats "gguf") need llama.cpp: llama-cpp-python (the gguf extra) compiles
+# it from its sdist where no wheel fits, so a C/C++ toolchain and CMake; its CPU build is what
+# converts, quantises and scores the files, also on a GPU worker. The converter
+# (convert_hf_to_gguf.py) is not in the wheel: fetch_gguf_converter.py unpacks it from the same
+# version's sdist into /usr/local/share/slimforge/ (pip download: needs the index at build time).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+COPY scripts/fetch_gguf_converter.py ./scripts/
 # torch==2.13.0 from PyPI is the CUDA build on linux/x86_64.
-RUN pip install -e ".[ml]"
+RUN pip install -e ".[ml,gguf]" && python scripts/fetch_gguf_converter.py
 CMD ["slimforge", "worker"]

@@ -27,6 +27,7 @@ from slimforge.compression.moe import Expert, SplitExperts
 
 __all__ = [
     "ArtifactFile",
+    "add_artifact_files",
     "export_artifact",
     "lowrank_class_name",
     "lowrank_remote_code",
@@ -35,6 +36,7 @@ __all__ = [
 _TEMPLATES = Path(__file__).parent / "templates"
 CONFIG_FILE = "configuration_slimforge_lowrank.py"
 MODELING_FILE = "modeling_slimforge_lowrank.py"
+MANIFEST_FILE = "manifest.json"
 register_lowrank_config()  # artifacts written here read back silently in this process
 
 
@@ -187,24 +189,40 @@ def export_artifact(
             _check_saved_keys(tmp, model)
             _write_lowrank_config(tmp, model, lowrank_ranks)
         (tmp / "README.md").write_text(model_card, encoding="utf-8")
-        files = [
-            ArtifactFile(p.relative_to(tmp).as_posix(), p.stat().st_size, _sha256(p))
-            for p in sorted(tmp.rglob("*"))
-            if p.is_file()
-        ]
-        manifest = {
-            "format": "slimforge-artifact/1",
-            "lowrank": bool(lowrank_ranks),
-            "files": [asdict(f) for f in files],
-            "metadata": metadata or {},
-        }
-        manifest_path = tmp / "manifest.json"
-        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        files.append(
-            ArtifactFile("manifest.json", manifest_path.stat().st_size, _sha256(manifest_path))
-        )
+        files = _write_manifest(tmp, lowrank=bool(lowrank_ranks), metadata=metadata or {})
         tmp.rename(dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return files
+
+
+def _write_manifest(root: Path, *, lowrank: bool, metadata: dict[str, Any]) -> list[ArtifactFile]:
+    """Write ``root/manifest.json`` listing every other file; the files, manifest last."""
+    files = [
+        ArtifactFile(p.relative_to(root).as_posix(), p.stat().st_size, _sha256(p))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_FILE
+    ]
+    manifest = {
+        "format": "slimforge-artifact/1",
+        "lowrank": lowrank,
+        "files": [asdict(f) for f in files],
+        "metadata": metadata,
+    }
+    path = root / MANIFEST_FILE
+    path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return [*files, ArtifactFile(MANIFEST_FILE, path.stat().st_size, _sha256(path))]
+
+
+def add_artifact_files(dest: Path, *, model_card: str) -> list[ArtifactFile]:
+    """List the files written into the artifact folder ``dest`` since :func:`export_artifact`
+    (GGUF files beside the safetensors), with ``model_card`` as its new README.md: the manifest
+    is written again (same metadata) and the files returned like ``export_artifact``'s.
+
+    Raises:
+        FileNotFoundError: ``dest`` has no ``manifest.json`` (not an exported artifact).
+    """
+    manifest = json.loads((dest / MANIFEST_FILE).read_text(encoding="utf-8"))
+    (dest / "README.md").write_text(model_card, encoding="utf-8")
+    return _write_manifest(dest, lowrank=manifest["lowrank"], metadata=manifest["metadata"])

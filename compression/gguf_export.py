@@ -21,17 +21,23 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from slimforge.compression.progress import NullReporter, Reporter
 
 __all__ = [
     "CONVERTER_ENV",
     "GGUF_TYPES",
+    "GgufType",
     "converter_dir",
     "default_converter_dir",
     "export_gguf",
+    "export_ggufs",
+    "gguf_file_name",
     "gguf_file_type",
     "gguf_supported",
 ]
@@ -41,15 +47,19 @@ CONVERTER_SCRIPT = "convert_hf_to_gguf.py"
 SOURCE_STAMP = "SOURCE.json"  # written by the fetch script: {"version": <llama-cpp-python>, ...}
 LOWRANK_MODEL_TYPE = "slimforge_lowrank"  # slimforge.compression.export's remote-code model type
 # Types convert_hf_to_gguf.py writes itself (its --outtype choices, less the ternary/auto ones).
-CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+ConverterType = Literal["f32", "f16", "bf16", "q8_0"]
 # Types llama_model_quantize makes from f16 without an importance matrix (llama.cpp's
 # tools/quantize refuses IQ1/IQ2/IQ3 and Q2_K_S without one).
-QUANTIZE_TYPES = (
+QuantizeType = Literal[
     "q4_0", "q4_1", "q5_0", "q5_1",
     "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k",
     "iq4_nl", "iq4_xs",
-)  # fmt: skip
-GGUF_TYPES = CONVERTER_TYPES + QUANTIZE_TYPES
+]  # fmt: skip
+# Every type export_gguf writes (llama.cpp's names, lower case), as a type and as a tuple.
+GgufType = Literal[ConverterType, QuantizeType]
+CONVERTER_TYPES: tuple[str, ...] = get_args(ConverterType)
+QUANTIZE_TYPES: tuple[str, ...] = get_args(QuantizeType)
+GGUF_TYPES: tuple[str, ...] = CONVERTER_TYPES + QUANTIZE_TYPES
 _LOG_LINES = 20  # lines of a failed tool's output quoted in the error
 
 # Run with sys.executable: imports llama_cpp only, so that the child needs no slimforge code.
@@ -184,6 +194,63 @@ def export_gguf(hf_folder: Path, dest: Path, *, gguf_type: str = "f16", n_thread
     return out
 
 
+def gguf_file_name(stem: str, gguf_type: str) -> str:
+    """``<stem>.<TYPE>.gguf``: llama.cpp's naming convention, which ``llama-cli -hf repo:TYPE``
+    and Ollama's ``hf.co/repo:TYPE`` match on."""
+    return f"{stem}.{gguf_type.upper()}.gguf"
+
+
+def export_ggufs(
+    hf_folder: Path,
+    dest: Path,
+    gguf_types: Sequence[str],
+    *,
+    stem: str,
+    n_threads: int = 0,
+    reporter: Reporter | None = None,
+) -> list[Path]:
+    """Write the model in ``hf_folder`` as one GGUF file per type, ``dest/<stem>.<TYPE>.gguf``.
+
+    Like :func:`export_gguf`, but the f16 conversion that every quantised type starts from is
+    made once (and kept when ``f16`` is asked for). ``reporter`` gets one event per file
+    written (``data``: file, type, bytes) and is asked for cancellation between files.
+
+    Returns:
+        The written files, in the order of ``gguf_types``.
+
+    Raises:
+        ValueError: an unknown type (the message lists the supported ones).
+        RuntimeError: converter or quantiser missing or failed (the end of its log quoted).
+        slimforge.compression.progress.Cancelled: the reporter says the job was cancelled.
+    """
+    reporter = reporter or NullReporter()
+    types = [t.lower() for t in gguf_types]
+    unknown = [t for t in types if t not in GGUF_TYPES]
+    if unknown:
+        raise ValueError(f"unknown GGUF types {unknown}; supported: {', '.join(GGUF_TYPES)}")
+    dest.mkdir(parents=True, exist_ok=True)
+    out = {t: dest / gguf_file_name(stem, t) for t in types}
+
+    def written(gguf_type: str) -> None:
+        path = out[gguf_type]
+        data = {"file": path.name, "gguf_type": gguf_type, "bytes": path.stat().st_size}
+        reporter.event("GGUF file written", data=data)
+
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".gguf-f16-") as tmp:
+        f16 = out.get("f16", Path(tmp) / "model.F16.gguf")
+        for gguf_type in [t for t in types if t in CONVERTER_TYPES]:
+            reporter.check_cancelled()
+            _convert(Path(hf_folder), out[gguf_type], gguf_type)
+            written(gguf_type)
+        for gguf_type in [t for t in types if t in QUANTIZE_TYPES]:
+            reporter.check_cancelled()
+            if not f16.is_file():
+                _convert(Path(hf_folder), f16, "f16")
+            _quantize(f16, out[gguf_type], gguf_type, n_threads)
+            written(gguf_type)
+    return [out[t] for t in types]
+
+
 @lru_cache(maxsize=1)
 def _converter_architectures() -> frozenset[str]:
     """HF architecture names the converter knows (its ``--print-supported-models`` TEXT list)."""
@@ -192,9 +259,13 @@ def _converter_architectures() -> frozenset[str]:
         [sys.executable, str(script), "--print-supported-models"],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
     lines = (done.stdout + done.stderr).splitlines()
+    if done.returncode != 0 or "TEXT models:" not in lines:
+        # e.g. an API host without torch, which the converter imports
+        tail = "\n".join(lines[-_LOG_LINES:])
+        raise RuntimeError(f"{CONVERTER_SCRIPT} --print-supported-models failed:\n{tail}")
     names = []
     for line in lines[lines.index("TEXT models:") + 1 :]:
         if not line.startswith("  - "):
@@ -211,7 +282,8 @@ def gguf_supported(config: dict[str, Any]) -> bool | str:
     list of architectures (``convert_hf_to_gguf.py --print-supported-models``, cached).
 
     Raises:
-        RuntimeError: the converter is not installed (see :func:`converter_dir`).
+        RuntimeError: the converter is not installed (see :func:`converter_dir`) or cannot run
+            here (it imports torch).
     """
     if config.get("model_type") == LOWRANK_MODEL_TYPE:
         return "low-rank (slimforge_lowrank) models are not a llama.cpp architecture"

@@ -68,6 +68,14 @@ class MethodParameters(Parameters):
 
     name: str
 
+    def standard_architecture(self) -> bool:
+        """Whether the result is a stock transformers architecture (the source's own class,
+        smaller), which vLLM and llama.cpp load, rather than one with custom modules that needs
+        slimforge's remote code (``trust_remote_code``). Decides which output formats a job may
+        ask for (``output.formats``: GGUF only for a standard result). The default says no: a
+        method that keeps the architecture says so."""
+        return False
+
     def check_target(self, shapes: ModelShapes, target_params: int) -> None:
         """Raise ``UnreachableTargetError`` when no result of this method lands on
         ``target_params`` (unique parameters) for a model of these shapes, or

@@ -57,6 +57,7 @@ class JobContext:
     teacher: Any = None
     teacher_texts: list[str] | None = None  # the teacher's greedy continuations
     result: MethodResult | None = None
+    gguf_types: list[str] = field(default_factory=list)  # GGUF files to write (loading decides)
     files: list[ArtifactFile] = field(default_factory=list)
 
     @classmethod

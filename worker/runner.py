@@ -37,6 +37,7 @@ from slimforge.worker.reporter import (
     default_owner,
 )
 from slimforge.worker.stages import STAGES, Stage
+from slimforge.worker.stages.gguf import OutputFormatError
 
 __all__ = [
     "FAILURES",
@@ -91,6 +92,7 @@ FAILURES: dict[type[BaseException], Callable[[BaseException, str], Outcome]] = {
     Cancelled: lambda _exc, _: Outcome("cancelled"),  # partial work lives in the scratch folder
     JobTimeLimit: _said,
     ResourceLimit: _said,
+    OutputFormatError: _said,  # says itself that the safetensors artifact is stored
     UnreachableTargetError: _said,
     FileNotFoundError: _said,
     ValueError: _said,
@@ -127,6 +129,9 @@ def _resume_point(ctx: JobContext, quotas: Quotas, stored: bool) -> tuple[Stage,
     ctx.max_params = quotas.max_model_params
     if not stored:
         return STAGES
+    gguf_error = (ctx.stored_metrics.get("gguf") or {}).get("error")
+    if gguf_error:  # stored after the GGUF failed, then the worker was lost: that failure stands
+        raise OutputFormatError(f"{gguf_error}\nThe safetensors artifact is stored.")
     ctx.reporter.event("artifact already stored; continuing from there")
     return tuple(s for s in STAGES if s.name == "publishing")
 

@@ -28,6 +28,7 @@ from slimforge.app.errors import (
 )
 from slimforge.app.jobs.model_checks import check_job_against_model
 from slimforge.app.jobs.models import Job, JobEvent
+from slimforge.app.jobs.outputs import ResolvedOutput, resolve_output
 from slimforge.app.jobs.text_inputs import check_text_encodings
 from slimforge.app.jobs.text_sources import check_held_out
 from slimforge.app.limits.quotas import check_model_size, check_submit_quotas
@@ -61,11 +62,15 @@ def _request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _resolved_spec(settings: Settings, body: JobCreate) -> tuple[dict[str, Any], int | None]:
-    """The job body with local paths checked and made absolute for the worker, and the local
-    model's parameter count (None: a Hub model, or one not readable without loading it)."""
+def _resolved_spec(
+    settings: Settings, body: JobCreate
+) -> tuple[dict[str, Any], int | None, ResolvedOutput]:
+    """The job body with local paths checked and made absolute for the worker and the output
+    formats resolved (``slimforge.app.jobs.outputs``), the local model's parameter count (None:
+    a Hub model, or one not readable without loading it), and the resolved output."""
     spec = body.model_dump(mode="json")
     params = None
+    folder = None
     if body.model.path is not None:
         folder = resolve_local_path(settings, body.model.path, field="model.path")
         if body.model.gguf_file is not None:
@@ -93,7 +98,9 @@ def _resolved_spec(settings: Settings, body: JobCreate) -> tuple[dict[str, Any],
             for folder in body.evaluation.task_folders
         ]
     check_held_out(spec["calibration"], spec.get("evaluation"))
-    return spec, params
+    output = resolve_output(body, folder)
+    spec["output"] = output.section
+    return spec, params, output
 
 
 def submit_job(
@@ -140,7 +147,7 @@ def submit_job(
         check_job_webhook(
             session, tenant_id=principal.tenant_id, webhook=body.webhook, settings=settings
         )
-    spec, params = _resolved_spec(settings, body)
+    spec, params, output = _resolved_spec(settings, body)
     check_text_encodings(spec)
     check_model_size(session, tenant_id=principal.tenant_id, settings=settings, params=params)
     job = Job(
@@ -151,7 +158,7 @@ def submit_job(
         metadata_=body.metadata,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
-        metrics={},
+        metrics=dict(output.metrics),
     )
     session.add(job)
     try:
@@ -170,6 +177,8 @@ def submit_job(
             enqueue=enqueue,
         )
     add_event(session, job_id=job.id, message="job queued", data={"method": job.method})
+    for note in output.notes:
+        add_event(session, job_id=job.id, message=note.message, level=note.level, data=note.data)
     session.commit()
     try:
         enqueue(job.id)

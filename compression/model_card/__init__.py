@@ -9,6 +9,7 @@ from __future__ import annotations
 from slimforge.compression.model_card.parameters import public_parameters
 from slimforge.compression.model_card.render import (
     REMOTE_CODE_FILES,
+    artifact_name,
     library_versions,
     render_model_card,
 )
@@ -21,6 +22,7 @@ from slimforge.compression.model_card.source import (
 __all__ = [
     "REMOTE_CODE_FILES",
     "SourceInfo",
+    "artifact_name",
     "base_model_license",
     "describe_source",
     "library_versions",

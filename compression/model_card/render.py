@@ -21,12 +21,13 @@ import yaml
 
 from slimforge.compression.model_card.auto import auto_section
 from slimforge.compression.model_card.figures import read_fidelity, read_overlap, read_tasks
+from slimforge.compression.model_card.gguf import gguf_section
 from slimforge.compression.model_card.model_index import model_index
 from slimforge.compression.model_card.parameters import public_parameters
 from slimforge.compression.model_card.sections import evaluation_section, generations_section
 from slimforge.compression.model_card.source import SourceInfo, describe_source
 
-__all__ = ["REMOTE_CODE_FILES", "library_versions", "render_model_card"]
+__all__ = ["REMOTE_CODE_FILES", "artifact_name", "library_versions", "render_model_card"]
 
 _LIBRARIES = ("slimforge", "torch", "transformers", "huggingface_hub", "safetensors")
 REMOTE_CODE_FILES = ("configuration_slimforge_lowrank.py", "modeling_slimforge_lowrank.py")
@@ -49,9 +50,11 @@ def _metadata(
     method: str,
     lowrank: bool,
     index: list[dict[str, Any]] | None,
+    gguf: bool = False,
 ) -> dict[str, Any]:
     tags = ["slimforge", *method.split(" + "), "compressed"]
     tags += ["low-rank", "custom_code"] if lowrank else []
+    tags += ["gguf"] if gguf else []
     data: dict[str, Any] = {}
     if source.base_model:
         data["base_model"] = source.base_model
@@ -134,6 +137,12 @@ def _source(
 def _slug(name: str) -> str:
     """A repository-like name: letters, digits, '.', '_', '-' only."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def artifact_name(source: SourceInfo, repo_id: str | None) -> str:
+    """The artifact's name: the Hub repository's, else ``<source name>-slimforge`` (the
+    model-index name, and the stem of the GGUF files)."""
+    return (repo_id or f"{_slug(source.name)}-slimforge").split("/")[-1]
 
 
 def _what_was_done(
@@ -226,7 +235,8 @@ def render_model_card(
     None it is described from ``job_parameters["model"]``, else from ``base_model`` (kept for
     older callers). ``metrics``: the job's metrics, read under the keys documented in
     :mod:`slimforge.compression.model_card.figures`, plus ``method_details`` (a pruned
-    ``shape``), ``distill`` and resource figures. ``repo_id`` (the Hub repository the card is
+    ``shape``), ``distill``, ``gguf`` (the GGUF files, :mod:`.gguf`) and resource figures.
+    ``repo_id`` (the Hub repository the card is
     pushed to) goes into the loading snippet and the model-index name. Reads the local files
     the parameters name, to hash them.
     """
@@ -235,13 +245,20 @@ def render_model_card(
     params = public_parameters(job_parameters)
     fidelity, overlap, tasks = read_fidelity(metrics), read_overlap(metrics), read_tasks(metrics)
     index = model_index(
-        name=(repo_id or f"{_slug(src.name)}-slimforge").split("/")[-1],
+        name=artifact_name(src, repo_id),
         evaluation=params.get("evaluation"),
         fidelity=fidelity,
         overlap=overlap,
         tasks=tasks,
     )
-    meta = _metadata(source=src, method=method, lowrank=lowrank, index=index)
+    gguf = metrics.get("gguf")
+    meta = _metadata(
+        source=src,
+        method=method,
+        lowrank=lowrank,
+        index=index,
+        gguf=bool(gguf and gguf.get("files")),
+    )
     front = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---"]
     body = [
         *_what_was_done(src, method, target, params_before, params_after),
@@ -259,6 +276,7 @@ def render_model_card(
         *_resources(metrics),
         *generations_section(metrics.get("generations")),
         *_how_to_load(repo_id, lowrank),
+        *gguf_section(gguf, repo_id),
         *_provenance(params, versions if versions is not None else library_versions()),
     ]
     return "\n".join(front + body) + "\n"

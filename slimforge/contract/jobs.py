@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slimforge.compression.configs import KdConfig, MethodConfig
+from slimforge.compression.gguf_export import GGUF_TYPES, GgufType
 from slimforge.compression.methods import available_methods
 from slimforge.contract.webhooks import Webhook
 
@@ -30,6 +31,9 @@ Stage = Literal[
 AUTO_KD_TEXT_TOKENS = 32768
 # Precisions an artifact can be saved in (``output.dtype``).
 ArtifactDtype = Literal["float32", "float16", "bfloat16"]
+# What an artifact holds (``output.formats``): the Hugging Face folder, and GGUF files beside it.
+OutputFormat = Literal["safetensors", "gguf"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 # org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
@@ -186,6 +190,23 @@ class Output(_Input):
     commit_message: str | None = Field(
         default=None, max_length=500, description="Default: 'slimforge: <method> <target>'."
     )
+    formats: list[OutputFormat] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=len(OUTPUT_FORMATS),
+        description="What the artifact holds: 'safetensors' (the Hugging Face folder, always "
+        "included; vLLM and transformers load it) and 'gguf' (files for llama.cpp and Ollama "
+        "beside it, written by llama.cpp's own converter and quantiser; only for results of a "
+        "standard architecture, not low-rank ones). Default: ['safetensors', 'gguf'] for a "
+        "GGUF input (`model.gguf_file`) when the method keeps the architecture, else "
+        "['safetensors']; the job's `request` shows what was chosen.",
+    )
+    gguf_type: list[GgufType] | None = Field(
+        default=None,
+        description="llama.cpp file type of the GGUF output, one name or a list (one file "
+        f"each): {', '.join(GGUF_TYPES)}. Default: the GGUF input's own type (e.g. q4_1), "
+        "else f16. Implies 'gguf' in `formats` when those are not given.",
+    )
 
     @field_validator("hub_repo", "revision")
     @classmethod
@@ -193,6 +214,58 @@ class Output(_Input):
         if value is not None and ("--" in value or ".." in value):
             raise ValueError("'--' and '..' are not allowed in Hub repository ids or revisions")
         return value
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _known_formats(cls, value: Any) -> Any:
+        return _check_names(value, "output.formats", OUTPUT_FORMATS, one_or_list=False)
+
+    @field_validator("gguf_type", mode="before")
+    @classmethod
+    def _known_gguf_types(cls, value: Any) -> Any:
+        # llama.cpp's file names spell the types in capitals (Q4_K_M): both spellings are fine.
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list):
+            value = [v.lower() if isinstance(v, str) else v for v in value]
+        return _check_names(value, "output.gguf_type", GGUF_TYPES, one_or_list=True)
+
+    @model_validator(mode="after")
+    def _consistent_formats(self) -> Output:
+        if self.formats is None:
+            return self
+        if "safetensors" not in self.formats:
+            raise ValueError(
+                f"output.formats = {self.formats}: 'safetensors' is always part of the "
+                "artifact (the GGUF is converted from it); give ['safetensors', 'gguf']"
+            )
+        if self.gguf_type is not None and "gguf" not in self.formats:
+            raise ValueError(
+                f"output.gguf_type = {self.gguf_type} but output.formats = {self.formats} "
+                "has no 'gguf': add 'gguf' to the formats, or leave gguf_type out"
+            )
+        return self
+
+    @property
+    def wants_gguf(self) -> bool:
+        """Whether GGUF files are asked for (formats resolved at submit)."""
+        return "gguf" in (self.formats or ())
+
+
+def _check_names(value: Any, field: str, allowed: tuple[str, ...], *, one_or_list: bool) -> Any:
+    """A list of names from ``allowed`` (or, when ``one_or_list``, one name), each once;
+    ValueError naming the field, the value and the allowed names otherwise."""
+    if value is None:
+        return None
+    if one_or_list and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(f"{field} must be a list of names from: {', '.join(allowed)}")
+    for item in value:
+        if item not in allowed:
+            raise ValueError(f"{field}: {item!r} is not one of: {', '.join(allowed)}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{field} = {value} names a value twice")
+    return value
 
 
 def _check_method(value: Any) -> Any:
@@ -227,7 +300,9 @@ class JobCreate(_Input):
         description='Also push the artifact and its model card to the Hub: {"hub_repo": '
         '"org/name"}. A failed push leaves the job failed at stage "publishing" with the '
         "artifact kept; POST /v1/jobs/{id}/publish retries the push alone. "
-        '{"dtype": "bfloat16"} saves the weights in another precision than the source\'s.',
+        '{"dtype": "bfloat16"} saves the weights in another precision than the source\'s; '
+        '{"formats": ["safetensors", "gguf"], "gguf_type": "q4_k_m"} adds a GGUF file for '
+        "llama.cpp. Defaults are resolved at submit and shown in the job's `request`.",
     )
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored as is.")
     webhook: Webhook | None = Field(

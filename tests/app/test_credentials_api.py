@@ -82,6 +82,8 @@ def test_push_needs_a_token_and_a_valid_repo(
         "revision": "main",
         "commit_message": None,
         "dtype": None,  # the source's precision
+        "formats": ["safetensors"],  # resolved at submit: not a GGUF input
+        "gguf_type": None,
     }
     # Only a job that failed while publishing can be published again.
     again = api.post(f"/v1/jobs/{ok.json()['id']}/publish", headers=h)

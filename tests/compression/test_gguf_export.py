@@ -18,14 +18,17 @@ from llama_cpp import Llama
 from sentencepiece import SentencePieceProcessor
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
-from slimforge.compression import ModelSource, load_model
+from slimforge.compression import ModelSource, gguf_export, load_model
+from slimforge.compression.gguf_eval import gguf_perplexity
 from slimforge.compression.gguf_export import (
     CONVERTER_ENV,
     GGUF_TYPES,
     export_gguf,
+    export_ggufs,
     gguf_file_type,
     gguf_supported,
 )
+from slimforge.compression.progress import RecordingReporter
 from tests.compression.gguf_helpers import (
     hf_greedy,
     hf_logits,
@@ -165,6 +168,47 @@ def test_quantised_perplexity_near_f16(
     other = tiny_gguf_llama(VOCAB, seed=1)
     ppl_other = perplexity_from_logits(hf_logits(other, sampled_tokens), sampled_tokens)
     assert abs(ppl_other / ppl_f16 - 1) > 5 * PPL_REL_TOL[gguf_type]
+
+
+def test_export_ggufs_converts_to_f16_once_and_names_files_by_type(
+    tiny_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    convert = gguf_export._convert
+
+    def counted(folder: Path, out: Path, outtype: str) -> None:
+        calls.append(outtype)
+        convert(folder, out, outtype)
+
+    monkeypatch.setattr(gguf_export, "_convert", counted)
+    reporter = RecordingReporter()
+    paths = export_ggufs(tiny_folder, tmp_path, ["q4_0", "F16"], stem="tiny", reporter=reporter)
+    assert [p.name for p in paths] == ["tiny.Q4_0.gguf", "tiny.F16.gguf"]
+    assert [gguf_file_type(p) for p in paths] == ["q4_0", "f16"]
+    assert calls == ["f16"]  # the kept f16 file is what q4_0 was quantised from
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.F16.gguf", "tiny.Q4_0.gguf"]
+    written = {d["file"]: d["bytes"] for _, m, d in reporter.events if m == "GGUF file written"}
+    assert written == {p.name: p.stat().st_size for p in paths}
+
+
+def test_gguf_perplexity_is_llama_cpps_on_each_block(
+    f16_gguf: Path, sampled_tokens: list[int]
+) -> None:
+    blocks = np.array([sampled_tokens[:160], sampled_tokens[160:320]])
+    want = [_llama_perplexity(f16_gguf, list(map(int, b))) for b in blocks]
+    # Blocks of equal length: exp of the mean NLL is the geometric mean of their perplexities.
+    assert gguf_perplexity(f16_gguf, blocks) == pytest.approx(float(np.sqrt(want[0] * want[1])))
+    with pytest.raises(ValueError, match="seq_len"):
+        gguf_perplexity(f16_gguf, np.array([1, 2, 3]))
+    with pytest.raises(RuntimeError, match="could not score"):
+        gguf_perplexity(tiny_folder_file(f16_gguf), blocks)
+
+
+def tiny_folder_file(f16_gguf: Path) -> Path:
+    """A file that is no GGUF, beside ``f16_gguf``."""
+    path = f16_gguf.parent / "not-a-model.gguf"
+    path.write_bytes(b"not a gguf file")
+    return path
 
 
 def test_unknown_type_is_refused_with_the_supported_list(tiny_folder: Path, tmp_path: Path) -> None:

@@ -122,6 +122,10 @@ def test_method_on_architecture(
     export_artifact(model, tokenizer, dest, model_card="test", lowrank_ranks=lowrank or None)
     reloaded = AutoModelForCausalLM.from_pretrained(dest, trust_remote_code=bool(lowrank)).eval()
     assert count_parameters(reloaded) == result.params_after
+    # What the config promises the API (which output formats it allows) holds: a standard
+    # result has no custom module and reloads as the source's own transformers class.
+    assert config.standard_architecture() == (not lowrank)
+    assert (type(reloaded) is type(model)) == config.standard_architecture()
     with torch.no_grad():
         got = reloaded(input_ids=blocks[:2]).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -16,6 +16,7 @@ from slimforge.worker.context import JobContext
 from slimforge.worker.job_spec import model_source
 from slimforge.worker.reporter import ResourceLimit
 from slimforge.worker.stages.evaluate import check_tasks_early
+from slimforge.worker.stages.gguf import check_gguf_output
 
 __all__ = ["compute_dtype", "run", "source_weight_bytes"]
 
@@ -47,7 +48,8 @@ def source_weight_bytes(model: ModelSpec) -> int | None:
 def run(ctx: JobContext) -> None:
     """Load; record the source's precision and size; plan the method from shapes (raises
     ``UnreachableTargetError``, ``ResourceLimit``, or the exporter's ValueError for a model
-    whose low-rank artifact could not be written)."""
+    whose low-rank artifact could not be written); check that the GGUF output asked for can be
+    written here (ValueError naming ``output.formats``)."""
     model, ctx.tokenizer = load_model(model_source(ctx.request.model), dtype="auto")
     ctx.source_dtype = next(model.parameters()).dtype
     ctx.model = model.to(ctx.device, compute_dtype(ctx.device))
@@ -60,6 +62,7 @@ def run(ctx: JobContext) -> None:
     check_tasks_early(ctx)  # an unknown task fails now, not after compressing
     if ctx.plan.ranks:  # a low-rank artifact ships code built on transformers' own classes
         lowrank_remote_code(model)  # fails now, as it would at exporting (issue 15, case 12)
+    check_gguf_output(ctx, model)  # the converter's verdict now, not after compressing
     on_disk = source_weight_bytes(ctx.request.model)
     ctx.metrics["model_bytes_before"] = (
         on_disk

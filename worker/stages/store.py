@@ -9,10 +9,13 @@ from slimforge.app.db import session_scope
 from slimforge.app.jobs import lifecycle
 from slimforge.worker.context import JobContext
 
-__all__ = ["run"]
+__all__ = ["run", "store_artifact"]
 
 
-def run(ctx: JobContext) -> None:
+def store_artifact(ctx: JobContext, *, stage: str = "storing") -> None:
+    """Put ``workdir/artifact`` (the files ``ctx.files``) into the store, then record its
+    manifest with the job's metrics, ``stage`` timed among them (exporting also stores what it
+    wrote before an output format failed)."""
     assert ctx.memory is not None  # the runner's
     location = make_store(ctx.settings).put_folder(ctx.job_id, ctx.workdir / "artifact")
     ctx.metrics.update(ctx.memory.snapshot())
@@ -24,9 +27,13 @@ def run(ctx: JobContext) -> None:
             record_artifact(session, job_id=ctx.job_id, location=location, files=files)
             # The stored metrics carry this stage's time too, so it is taken here (the
             # runner's loop writes the same key again when the stage returns).
-            ctx.timings["storing"] = ctx.stage_seconds()
+            ctx.timings[stage] = ctx.stage_seconds()
             # One commit with the manifest: a stored artifact always has its metrics, and a
             # restarted job that finds it goes straight to publishing.
             lifecycle.merge_metrics(session, job_id=ctx.job_id, metrics=ctx.metrics)
 
     ctx.reporter.db_retry(store_manifest, what="artifact manifest")
+
+
+def run(ctx: JobContext) -> None:
+    store_artifact(ctx)

@@ -72,6 +72,11 @@ class FactorizationConfig(MethodParameters):
         "Cholesky factorisation exists for rank-deficient activations.",
     )
 
+    def standard_architecture(self) -> bool:
+        """No: factorised layers are ``LowRankLinear`` modules (B·A), which only slimforge's
+        remote code defines; llama.cpp and vLLM know no such layer."""
+        return False
+
     def _targeted(self, linears: Sequence[LinearShape]) -> list[LinearShape]:
         wanted = set(self.target_modules)
         return [s for s in linears if s.name.rsplit(".", 1)[-1] in wanted]

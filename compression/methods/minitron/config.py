@@ -109,6 +109,10 @@ class MinitronConfig(MethodParameters):
             raise ValueError(f"'axes' lists a value twice: {self.axes}")
         return self
 
+    def standard_architecture(self) -> bool:
+        """Yes: the source's own transformers class with smaller sizes in its config."""
+        return True
+
     def check_model(self, shapes: ModelShapes) -> None:
         """Pinned sizes the search can produce for this model (``ParameterConflict``
         otherwise); models whose ``config.json`` does not describe them are left to the
