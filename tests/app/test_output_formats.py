@@ -116,9 +116,12 @@ def test_a_gguf_input_gets_its_own_type_back_unless_the_result_is_low_rank(
 def test_gguf_is_refused_for_a_method_whose_result_is_not_a_standard_architecture(
     api: TestClient, auth, text_files, tiny_model: Path, spec: Any
 ) -> None:
-    config = spec.config_class.model_construct()
+    # auto on the tiny model: minitron's default widths miss it, so only low-rank candidates
+    method = {"minitron": MINITRON, "auto": {"name": "auto", "architecture": "any"}}.get(
+        spec.name, {"name": spec.name}
+    )
+    config = spec.config_class.model_validate(method)
     output = {"formats": ["safetensors", "gguf"]}
-    method = MINITRON if spec.name == "minitron" else {"name": spec.name}
     r = _post(api, auth(), text_files, tiny_model, method=method, output=output)
     if config.standard_architecture():
         assert r.status_code == 202, r.text
