@@ -2,21 +2,195 @@
 
 When the only text at hand is narrow (one domain), distilling on it pulls the student toward
 that domain; text the teacher writes itself follows the teacher's own distribution instead.
+
+How the text is made:
+
+- **Starts.** A model whose tokenizer has a chat template answers our fixed list of user
+  instructions (``slimforge.compression.prompts``), each put through
+  ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``; a document is the
+  formatted request followed by the sampled answer, so the student sees the chat format it
+  will be used in. A base model starts from its BOS token (EOS when it has none).
+- **Rounds.** Documents are sampled ``rows`` at a time with transformers' ``model.generate``
+  (left padding, KV cache, ancestral sampling at ``temperature``: no top-k/top-p), each row
+  ending at EOS or after ``seq_len`` new tokens. A round ends when three quarters of its rows
+  have ended; the others are cut there (calibration needs text, not whole answers, and waiting
+  for the longest answer would leave most rows idle). Round ``r`` is seeded with
+  ``(seed, r)`` and its instructions are a seeded shuffle of the list, so the stream of
+  documents is the same for any number of tokens: the text for fewer tokens is a prefix of the
+  text for more, and a cache (``slimforge.compression.synthetic_cache``) can hand out prefixes.
+- **Blocks.** Documents are joined into one token stream and cut into blocks of ``seq_len``
+  (as ``token_blocks`` does with files). Rounds are sampled until the stream fills the blocks
+  asked for: at most one round more than needed, and that round goes to the cache.
+- **Progress.** An event at least every ``progress_seconds`` (tokens done, total, tokens per
+  second) and a cancellation check at every decoding step.
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.prompts import PROMPTS_VERSION
+from slimforge.compression.synthetic_cache import (
+    StreamCache,
+    model_fingerprint,
+    tokenizer_fingerprint,
+)
+from slimforge.compression.synthetic_rounds import (
+    RoundWatch,
+    document_starts,
+    eos_ids,
+    round_seed,
+    round_starts,
+    sample_round,
+)
 
-__all__ = ["sample_blocks"]
+__all__ = ["PROGRESS_SECONDS", "SampledText", "sample_blocks", "sample_stream"]
+
+PROGRESS_SECONDS = 10.0  # longest wait between two progress events
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class SampledText:
+    """A token stream sampled from a model: ``stream`` LongTensor [tokens] (at least the
+    tokens asked for), ``chat`` whether documents start with chat-formatted instructions,
+    ``sampled_tokens`` how many tokens this call sampled (0: all from the cache), and
+    ``seconds`` / ``tokens_per_second`` of that sampling."""
+
+    stream: torch.Tensor
+    chat: bool
+    sampled_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.sampled_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class _Progress:
+    """Emits "sampling calibration text" at least every ``every`` seconds while tokens come:
+    stream tokens so far (whole rounds, plus the tokens of the round under way), the total
+    asked for, and tokens sampled per second."""
+
+    def __init__(self, reporter: Reporter, total: int, every: float) -> None:
+        self.reporter, self.total, self.every = reporter, total, every
+        self.stream = self.in_round = self.generated = 0
+        self.started = self.last = time.monotonic()
+
+    def new_round(self, stream_tokens: int) -> None:
+        self.stream, self.in_round = stream_tokens, 0
+
+    def add(self, tokens: int) -> None:
+        self.reporter.check_cancelled()
+        self.in_round += tokens
+        self.generated += tokens
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.reporter.event("sampling calibration text", data=self.figures())
+
+    def figures(self) -> dict[str, Any]:
+        seconds = time.monotonic() - self.started
+        return {
+            "tokens": min(self.total, self.stream + self.in_round),
+            "total": self.total,
+            "tokens_per_second": round(self.generated / seconds, 1) if seconds > 0 else 0.0,
+        }
+
+
+def _cache_entry(
+    cache_dir: Path, model: nn.Module, tokenizer: Any, *, chat: bool, **setup: Any
+) -> StreamCache:
+    """The cache entry of this model, tokenizer and sampling ``setup``."""
+    param = next(model.parameters())
+    return StreamCache.for_setup(
+        cache_dir,
+        model=model_fingerprint(model),
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        prompts_version=PROMPTS_VERSION if chat else None,
+        device=param.device.type,
+        dtype=str(param.dtype),
+        **setup,
+    )
+
+
+def sample_stream(
+    model: nn.Module,
+    tokenizer: Any,
+    *,
+    tokens: int,
+    seq_len: int,
+    seed: int = 0,
+    temperature: float = 1.0,
+    rows: int = 32,
+    cache_dir: Path | None = None,
+    reporter: Reporter | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
+) -> SampledText:
+    """At least ``tokens`` tokens of documents sampled from ``model`` as the module doc says
+    (answers of at most ``seq_len`` new tokens, ``rows`` documents per round), taken from and
+    added to the cache under ``cache_dir`` when given. The model is put in eval mode for the
+    call. Raises ValueError for non-positive sizes or temperature, or a tokenizer with neither
+    BOS nor EOS; ``Cancelled`` when the reporter says so."""
+    if tokens < 1 or seq_len < 2 or rows < 1 or temperature <= 0:
+        raise ValueError(
+            f"need tokens >= 1, seq_len >= 2, rows >= 1 and temperature > 0, got {tokens}, "
+            f"{seq_len}, {rows} and {temperature}"
+        )
+    reporter = reporter or NullReporter()
+    starts, chat = document_starts(tokenizer)
+    eos = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    cache = None
+    if cache_dir is not None:
+        setup = {"seed": seed, "seq_len": seq_len, "temperature": temperature, "rows": rows}
+        cache = _cache_entry(cache_dir, model, tokenizer, chat=chat, **setup)
+    stream, rounds = cache.load() if cache is not None else (torch.zeros(0, dtype=torch.long), 0)
+    have = [stream] if stream.numel() else []
+    length = cached = int(stream.numel())
+    progress = _Progress(reporter, tokens, progress_seconds)
+    was_training = model.training
+    model.eval()
+    try:
+        while length < tokens:
+            progress.new_round(length)
+            docs = sample_round(
+                model,
+                round_starts(starts, seed, rounds, rows),
+                max_new_tokens=seq_len,
+                temperature=temperature,
+                seed=round_seed(seed, rounds),
+                pad_id=int(pad_id),
+                watch=RoundWatch(rows, eos, progress.add),
+            )
+            joined = torch.tensor([t for doc in docs for t in doc], dtype=torch.long)
+            have.append(joined)
+            length, rounds = length + joined.numel(), rounds + 1
+            if cache is not None:  # saved after every round: a cancelled job keeps its rounds
+                cache.save(torch.cat(have), rounds)
+    finally:
+        model.train(was_training)
+    progress.new_round(length)
+    seconds = time.monotonic() - progress.started
+    result = SampledText(torch.cat(have), chat, progress.generated, seconds)
+    reporter.event(
+        "sampled calibration text",
+        data={
+            **progress.figures(),
+            "cached_tokens": min(cached, tokens),
+            "chat": chat,
+            "seconds": round(seconds, 3),
+        },
+    )
+    return result
+
+
 def sample_blocks(
     model: nn.Module,
     tokenizer: Any,
@@ -25,42 +199,27 @@ def sample_blocks(
     seq_len: int,
     seed: int = 0,
     temperature: float = 1.0,
-    batch_size: int = 64,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
     reporter: Reporter | None = None,
+    progress_seconds: float = PROGRESS_SECONDS,
 ) -> torch.Tensor:
-    """LongTensor [n_blocks, seq_len] sampled from ``model`` at ``temperature``, each sequence
-    started from the tokenizer's BOS (or EOS) token, which is not part of the block. Seeded:
-    the same model, seed and sizes give the same tokens on the same device."""
-    if n_blocks < 1 or seq_len < 2:
-        raise ValueError(f"need n_blocks >= 1 and seq_len >= 2, got {n_blocks} and {seq_len}")
-    reporter = reporter or NullReporter()
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if start is None:
-        raise ValueError("the tokenizer has neither a BOS nor an EOS token to start from")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for first in range(0, n_blocks, batch_size):
-            reporter.check_cancelled()
-            b = min(batch_size, n_blocks - first)
-            ids = torch.full((b, 1), int(start), dtype=torch.long, device=device)
-            cache = None
-            step_input = ids
-            tokens = []
-            for _ in range(seq_len):
-                res = model(input_ids=step_input, past_key_values=cache, use_cache=True)
-                cache = res.past_key_values
-                probs = torch.softmax(res.logits[:, -1].float() / temperature, dim=-1)
-                step_input = torch.multinomial(probs, 1, generator=generator)  # [b, 1]
-                tokens.append(step_input)
-            out.append(torch.cat(tokens, dim=1).cpu())
-            reporter.event(
-                "sampled calibration text",
-                data={"sequences": first + b, "total": n_blocks, "seq_len": seq_len},
-            )
-    finally:
-        model.train(was_training)
-    return torch.cat(out)
+    """LongTensor [n_blocks, seq_len]: the first ``n_blocks * seq_len`` tokens of
+    :func:`sample_stream` (``batch_size`` documents per round). Seeded: the same model, seed,
+    sizes and device give the same tokens, and fewer blocks are a prefix of more. Raises as
+    :func:`sample_stream` does (ValueError for ``n_blocks < 1``)."""
+    if n_blocks < 1:
+        raise ValueError(f"need n_blocks >= 1, got {n_blocks}")
+    sampled = sample_stream(
+        model,
+        tokenizer,
+        tokens=n_blocks * seq_len,
+        seq_len=seq_len,
+        seed=seed,
+        temperature=temperature,
+        rows=batch_size,
+        cache_dir=cache_dir,
+        reporter=reporter,
+        progress_seconds=progress_seconds,
+    )
+    return sampled.stream[: n_blocks * seq_len].view(n_blocks, seq_len)
