@@ -59,18 +59,27 @@ PROGRESS_SECONDS = 10.0  # longest wait between two progress events
 @dataclass(frozen=True)
 class SampledText:
     """A token stream sampled from a model: ``stream`` LongTensor [tokens] (at least the
-    tokens asked for), ``chat`` whether documents start with chat-formatted instructions,
-    ``sampled_tokens`` how many tokens this call sampled (0: all from the cache), and
-    ``seconds`` / ``tokens_per_second`` of that sampling."""
+    tokens asked for; whole rounds), ``chat`` whether documents start with chat-formatted
+    instructions, ``sampled_tokens`` how many tokens this call sampled (prompt tokens are read,
+    not sampled; 0 when the cache had them all), ``seconds`` the call's wall time and
+    ``row_steps`` the decoding work (rows x steps; rows that ended idle until their round
+    does)."""
 
     stream: torch.Tensor
     chat: bool
     sampled_tokens: int
     seconds: float
+    row_steps: int = 0
 
     @property
     def tokens_per_second(self) -> float:
+        """Tokens sampled per second (0 when nothing was sampled)."""
         return self.sampled_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def live_share(self) -> float:
+        """Share of the decoding work that made tokens (1 when nothing was sampled)."""
+        return self.sampled_tokens / self.row_steps if self.row_steps else 1.0
 
 
 class _Progress:
@@ -120,6 +129,23 @@ def _cache_entry(
     )
 
 
+def _saved(
+    cache: StreamCache, stream: torch.Tensor, rounds: int, reporter: Reporter
+) -> StreamCache | None:
+    """Save to ``cache``; on a disk error warn and go on without a cache (None): the text is
+    still good, only a later job will sample it again."""
+    try:
+        cache.save(stream, rounds)
+    except OSError as exc:
+        reporter.event(
+            "cannot write the sample cache: going on without it",
+            level="warning",
+            data={"path": str(cache.path), "error": str(exc)},
+        )
+        return None
+    return cache
+
+
 def sample_stream(
     model: nn.Module,
     tokenizer: Any,
@@ -155,11 +181,13 @@ def sample_stream(
     have = [stream] if stream.numel() else []
     length = cached = int(stream.numel())
     progress = _Progress(reporter, tokens, progress_seconds)
+    row_steps = 0
     was_training = model.training
     model.eval()
     try:
         while length < tokens:
             progress.new_round(length)
+            watch = RoundWatch(rows, eos, progress.add)
             docs = sample_round(
                 model,
                 round_starts(starts, seed, rounds, rows),
@@ -167,18 +195,19 @@ def sample_stream(
                 temperature=temperature,
                 seed=round_seed(seed, rounds),
                 pad_id=int(pad_id),
-                watch=RoundWatch(rows, eos, progress.add),
+                watch=watch,
             )
+            row_steps += rows * watch.steps
             joined = torch.tensor([t for doc in docs for t in doc], dtype=torch.long)
             have.append(joined)
             length, rounds = length + joined.numel(), rounds + 1
             if cache is not None:  # saved after every round: a cancelled job keeps its rounds
-                cache.save(torch.cat(have), rounds)
+                cache = _saved(cache, torch.cat(have), rounds, reporter)
     finally:
         model.train(was_training)
     progress.new_round(length)
     seconds = time.monotonic() - progress.started
-    result = SampledText(torch.cat(have), chat, progress.generated, seconds)
+    result = SampledText(torch.cat(have), chat, progress.generated, seconds, row_steps)
     reporter.event(
         "sampled calibration text",
         data={

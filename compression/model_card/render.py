@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from slimforge.compression.model_card.calibration import calibration_lines
 from slimforge.compression.model_card.figures import read_fidelity, read_overlap, read_tasks
 from slimforge.compression.model_card.model_index import model_index
 from slimforge.compression.model_card.parameters import public_parameters
@@ -246,6 +247,7 @@ def render_model_card(
         *_what_was_done(src, method, target, params_before, params_after),
         *_shape_lines(metrics, ranks),
         *_distill_lines(metrics),
+        *calibration_lines(params.get("calibration"), metrics),
         *evaluation_section(
             params_before=params_before,
             params_after=params_after,

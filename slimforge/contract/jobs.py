@@ -77,9 +77,13 @@ class Target(_Input):
         return self
 
 
+# The calibration mixtures a job can name (``calibration.mixture``).
+CalibrationMixture = Literal["general"]
+
+
 class TextData(_Input):
     """Text for calibration or evaluation: a local .txt/.jsonl file, a Hub dataset, or (for
-    calibration) text sampled from the model itself."""
+    calibration) text sampled from the model itself, or the general-purpose mixture."""
 
     path: str | None = Field(default=None, description="Local .txt, .md or .jsonl file.")
     dataset: str | None = Field(default=None, description="Hub dataset id.")
@@ -87,7 +91,23 @@ class TextData(_Input):
         default=False,
         description="Calibration only: sample the text from the original model itself "
         "(data-free, seeded), so the method and kd follow the model's own distribution "
-        "instead of one domain's.",
+        "instead of one domain's. Instruct models (a tokenizer with a chat template) answer "
+        "a fixed list of instructions; base models write from their BOS token. Cached per "
+        "model on the worker.",
+    )
+    mixture: CalibrationMixture | None = Field(
+        default=None,
+        description="Calibration only: a documented mixture of sources. 'general' (the "
+        "default when `calibration` is omitted): general English shipped with slimforge "
+        "(novels, speeches, encyclopaedia prose) and text sampled from the model itself, "
+        "`synthetic_share` of the tokens sampled, the two interleaved.",
+    )
+    synthetic_share: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="With `mixture`: the share of tokens sampled from the model (default "
+        "0.5; 0 is the English text alone, 1 the sampled text alone).",
     )
     config_name: str | None = None
     split: str = "train"
@@ -98,16 +118,34 @@ class TextData(_Input):
 
     @model_validator(mode="after")
     def _one_source(self) -> TextData:
-        sources = (self.path is not None) + (self.dataset is not None) + self.synthetic
+        sources = (
+            (self.path is not None)
+            + (self.dataset is not None)
+            + self.synthetic
+            + (self.mixture is not None)
+        )
         if sources != 1:
             raise ValueError(
-                "give exactly one of 'path' (a local file), 'dataset' (Hub id) or 'synthetic': true"
+                "give exactly one of 'path' (a local file), 'dataset' (Hub id), 'synthetic': "
+                "true or 'mixture': 'general' (or leave calibration out for the general mixture)"
             )
+        if self.synthetic_share is not None and self.mixture is None:
+            raise ValueError("'synthetic_share' is the sampled share of a 'mixture': give one")
         if self.dataset is not None and not HUB_ID.match(self.dataset):
             raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
         if self.seq_len > self.max_tokens:
             raise ValueError("'seq_len' must not exceed 'max_tokens'")
         return self
+
+    @property
+    def sampled_share(self) -> float:
+        """The share of the tokens sampled from the model: 1 for ``synthetic``, the mixture's
+        ``synthetic_share`` (0.5 unless given), 0 for a file or dataset."""
+        if self.synthetic:
+            return 1.0
+        if self.mixture is not None:
+            return 0.5 if self.synthetic_share is None else self.synthetic_share
+        return 0.0
 
 
 class EvaluationData(TextData):
@@ -140,8 +178,11 @@ class EvaluationData(TextData):
 
     @model_validator(mode="after")
     def _one_source(self) -> EvaluationData:
-        if self.synthetic:
-            raise ValueError("evaluation needs held-out real text: 'synthetic' is for calibration")
+        if self.synthetic or self.mixture is not None:
+            used = "'synthetic'" if self.synthetic else "'mixture'"
+            raise ValueError(f"evaluation needs held-out real text: {used} is for calibration")
+        if self.synthetic_share is not None:
+            raise ValueError("'synthetic_share' is for a calibration 'mixture'")
         if self.path is not None and self.dataset is not None:
             raise ValueError("give one of 'path' (a local file) or 'dataset' (Hub id), not both")
         if not self.has_text and not self.tasks:
@@ -216,7 +257,13 @@ class JobCreate(_Input):
         description="Optional logit distillation from the original model after the method "
         '(the `kd` stage), on the calibration text: e.g. {"name": "kd", "tokens": 65536}.',
     )
-    calibration: TextData
+    calibration: TextData = Field(
+        default_factory=lambda: TextData(mixture="general"),
+        description="Text the method calibrates on and kd trains on. Default: the general "
+        'mixture {"mixture": "general"}: general English shipped with slimforge and text '
+        "sampled from the model itself (chat-formatted for instruct models), half and half "
+        "by tokens. Give your own for a domain model (a file, a Hub dataset).",
+    )
     evaluation: EvaluationData | None = Field(
         default=None, description="Held-out text for perplexity; omit to skip evaluation."
     )
