@@ -4,7 +4,8 @@ Two comparisons on SmolLM2-135M-Instruct (or any HF folder with ``--model``):
 
 1. **own loop vs transformers' generate**, same work: ``rows`` sequences from BOS, ``steps``
    sampled tokens each, KV cache, ancestral sampling. The own loop is the sampler slimforge
-   had before (``model(...)`` per step, ``torch.multinomial``); ``generate`` is what
+   had before (``model(...)`` per step, ``torch.multinomial``, a growing cache); ``generate``
+   with a growing ("dynamic") and a preallocated ("static") cache, the latter what
    ``compression.synthetic`` uses now.
 2. **the calibration sampler itself** (``compression.synthetic.sample_stream``): chat-formatted
    instructions, answers ending at EOS, rounds ending when three quarters of the rows ended.
@@ -12,15 +13,19 @@ Two comparisons on SmolLM2-135M-Instruct (or any HF folder with ``--model``):
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python bench/synthetic_speed.py --threads 1
 
-Prints a markdown table and the machine line.
+Prints a markdown table and the machine line. Besides wall time it gives CPU time (this
+process's, ``time.process_time``): on a machine others share, tokens per CPU-second is the
+figure that does not move with their load (with one thread it is the tokens/s of an idle core).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -28,28 +33,35 @@ from bench.common import GGUF, load_teacher, machine_line
 from slimforge.compression import ModelSource, load_model
 from slimforge.compression.synthetic import sample_stream
 
+T = TypeVar("T")
+
+
+def timed(work: Callable[[], T]) -> tuple[T, float, float]:
+    """(``work()``, wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
 
 @torch.no_grad()
-def own_loop(model: Any, start: int, rows: int, steps: int, seed: int = 0) -> float:
-    """Seconds for ``rows`` x ``steps`` tokens with a hand-written KV-cached loop."""
+def own_loop(model: Any, start: int, rows: int, steps: int, seed: int = 0) -> None:
+    """``rows`` x ``steps`` tokens with a hand-written KV-cached loop."""
     generator = torch.Generator().manual_seed(seed)
     step_input = torch.full((rows, 1), start, dtype=torch.long)
     cache = None
-    began = time.perf_counter()
     for _ in range(steps):
         out = model(input_ids=step_input, past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         probs = torch.softmax(out.logits[:, -1].float(), dim=-1)
         step_input = torch.multinomial(probs, 1, generator=generator)
-    return time.perf_counter() - began
 
 
 @torch.no_grad()
-def with_generate(model: Any, start: int, pad: int, rows: int, steps: int) -> float:
-    """Seconds for the same work through ``model.generate`` (EOS not allowed to stop it)."""
+def with_generate(model: Any, start: int, pad: int, rows: int, steps: int, cache: str) -> None:
+    """The same work through ``model.generate`` with a "dynamic" or "static" KV cache (EOS not
+    allowed to stop it)."""
     ids = torch.full((rows, 1), start, dtype=torch.long)
     torch.manual_seed(0)
-    began = time.perf_counter()
     model.generate(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
@@ -60,8 +72,9 @@ def with_generate(model: Any, start: int, pad: int, rows: int, steps: int) -> fl
         max_new_tokens=steps,
         min_new_tokens=steps,
         pad_token_id=pad,
+        cache_implementation=cache,
+        disable_compile=True,
     )
-    return time.perf_counter() - began
 
 
 def main() -> None:
@@ -69,7 +82,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="HF model folder (default: SmolLM2's GGUF)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--steps", type=int, default=64, help="tokens per row in comparison 1")
+    parser.add_argument(
+        "--steps", type=int, default=256, help="tokens per row in comparison 1 (0: skip it)"
+    )
     parser.add_argument("--tokens", type=int, default=4096, help="stream tokens, comparison 2")
     parser.add_argument("--seq-len", type=int, default=512)
     args = parser.parse_args()
@@ -80,32 +95,38 @@ def main() -> None:
         model, tokenizer = load_teacher(GGUF)
     model.eval()
     start, pad = int(tokenizer.bos_token_id), int(tokenizer.pad_token_id or 0)
-    print("| sampler | rows | tokens | seconds | tokens/s |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for rows in args.rows:
-        n = rows * args.steps
-        if args.steps == 0:
-            break
-        for name, run in (
-            ("own loop (BOS, fixed length)", lambda r=rows: own_loop(model, start, r, args.steps)),
-            (
-                "generate (BOS, fixed length)",
-                lambda r=rows: with_generate(model, start, pad, r, args.steps),
-            ),
-        ):
-            seconds = run()
-            print(f"| {name} | {rows} | {n:,} | {seconds:.1f} | {n / seconds:.1f} |", flush=True)
-    for rows in args.rows:
-        text = sample_stream(
-            model, tokenizer, tokens=args.tokens, seq_len=args.seq_len, rows=rows, seed=0
-        )
-        label = f"calibration sampler ({'chat' if text.chat else 'BOS'}, seq_len {args.seq_len})"
+    print("| sampler | rows | tokens | wall s | tokens/s | CPU s | tokens per CPU-s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def row(name: str, rows: int, tokens: int, what: str, wall: float, cpu: float) -> None:
         print(
-            f"| {label} | {rows} | {text.sampled_tokens:,} sampled, {text.stream.numel():,} "
-            f"in stream ({text.live_share:.0%} of row-steps live) | {text.seconds:.1f} | "
-            f"{text.tokens_per_second:.1f} |",
+            f"| {name} | {rows} | {what} | {wall:.1f} | {tokens / wall:.1f} | {cpu:.1f} | "
+            f"{tokens / cpu:.1f} |",
             flush=True,
         )
+
+    for rows in args.rows if args.steps else []:
+        n = rows * args.steps
+        runs: list[tuple[str, Callable[[], None]]] = [
+            ("own loop, dynamic cache", partial(own_loop, model, start, rows, args.steps)),
+        ]
+        for cache in ("dynamic", "static"):
+            work = partial(with_generate, model, start, pad, rows, args.steps, cache)
+            runs.append((f"generate, {cache} cache", work))
+        for name, run in runs:
+            _, wall, cpu = timed(run)
+            row(f"{name} (BOS, {args.steps} steps)", rows, n, f"{n:,}", wall, cpu)
+    for rows in args.rows:
+        sample = partial(
+            sample_stream, model, tokenizer, tokens=args.tokens, seq_len=args.seq_len, rows=rows
+        )
+        text, wall, cpu = timed(sample)
+        what = (
+            f"{text.sampled_tokens:,} sampled, {text.stream.numel():,} in stream, "
+            f"{text.live_share:.0%} of row-steps live"
+        )
+        label = f"calibration sampler ({'chat' if text.chat else 'BOS'}, seq_len {args.seq_len})"
+        row(label, rows, text.sampled_tokens, what, wall, cpu)
     print(f"\n{machine_line()}")
 
 
