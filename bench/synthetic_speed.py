@@ -5,8 +5,8 @@ Two comparisons on SmolLM2-135M-Instruct (or any HF folder with ``--model``):
 1. **own loop vs transformers' generate**, same work: ``rows`` sequences from BOS, ``steps``
    sampled tokens each, KV cache, ancestral sampling. The own loop is the sampler slimforge
    had before (``model(...)`` per step, ``torch.multinomial``, a growing cache); ``generate``
-   with a growing ("dynamic") and a preallocated ("static") cache, the latter what
-   ``compression.synthetic`` uses now.
+   with a growing ("dynamic", transformers' default and what ``compression.synthetic`` uses)
+   and a preallocated ("static") cache.
 2. **the calibration sampler itself** (``compression.synthetic.sample_stream``): chat-formatted
    instructions, answers ending at EOS, rounds ending when three quarters of the rows ended.
    Tokens per second counts sampled tokens only (the prompts are read, not sampled).

@@ -20,9 +20,10 @@ How the text is made:
   text for more, and a cache (``slimforge.compression.synthetic_cache``) can hand out prefixes.
 - **Blocks.** Documents are joined into one token stream and cut into blocks of ``seq_len``
   (as ``token_blocks`` does with files). Rounds are sampled until the stream fills the blocks
-  asked for: at most one round more than needed, and that round goes to the cache.
-- **Progress.** An event at least every ``progress_seconds`` (tokens done, total, tokens per
-  second) and a cancellation check at every decoding step.
+  asked for; what the last round gives beyond that goes to the cache.
+- **Progress.** An event after the first decoding step that ends ``progress_seconds`` or more
+  after the last one (tokens done, total, tokens per second), and a cancellation check at
+  every decoding step.
 """
 
 from __future__ import annotations

@@ -140,11 +140,6 @@ def sample_round(
             pad_token_id=pad_id,
             eos_token_id=watch.eos.tolist(),
             stopping_criteria=StoppingCriteriaList([watch]),
-            # A preallocated cache: a growing one copies every layer's keys and values at
-            # each step, which made long answers 1.7 times slower on a CPU (measured here).
-            # No torch.compile: each round's prompt width is another shape to compile for.
-            cache_implementation="static",
-            disable_compile=True,
         )
     docs = []
     eos = set(watch.eos.tolist())
