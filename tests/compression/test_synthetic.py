@@ -60,7 +60,9 @@ def test_sampling_is_seeded_shaped_and_fewer_blocks_are_a_prefix(
         sample_blocks(model, tokenizer, n_blocks=1, seq_len=12, temperature=0.0)
 
 
-def test_near_zero_temperature_is_greedy_decoding(tokenizer: PreTrainedTokenizerFast) -> None:
+def test_near_zero_temperature_or_nucleus_is_greedy_decoding(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
     """Reference: argmax of a full forward pass per step (no KV cache, no generate)."""
     model = tiny_llama(seed=1)
     with torch.no_grad():  # peaked logits, so the argmax is unambiguous
@@ -68,12 +70,14 @@ def test_near_zero_temperature_is_greedy_decoding(tokenizer: PreTrainedTokenizer
             p.mul_(4.0 if p.dim() > 1 else 1.0)
     seq_len = 10
     got = sample_blocks(model, tokenizer, n_blocks=1, seq_len=seq_len, temperature=1e-6)
+    nucleus = sample_blocks(model, tokenizer, n_blocks=1, seq_len=seq_len, top_p=1e-9)
     ids = [tokenizer.bos_token_id]  # the document: BOS, then tokens up to EOS
     with torch.no_grad():
         while len(ids) < seq_len and (len(ids) == 1 or ids[-1] != tokenizer.eos_token_id):
             logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits
             ids.append(int(logits[0, -1].argmax()))
     assert got[0, : len(ids)].tolist() == ids
+    assert nucleus[0, : len(ids)].tolist() == ids  # a nucleus of one token: the argmax
 
 
 def test_an_instruct_tokenizer_gets_chat_formatted_instructions(
@@ -141,13 +145,20 @@ def test_the_cache_serves_a_second_job_and_prefixes_without_sampling(
             model, tokenizer, n_blocks=6, seq_len=16, batch_size=2, cache_dir=tmp_path
         )
     assert calls[0] > 0 and torch.equal(more, fresh)
-    # Another seed is another entry.
-    with counting_forwards(model) as calls:
-        sample_blocks(
-            model, tokenizer, n_blocks=2, seq_len=16, batch_size=2, seed=9, cache_dir=tmp_path
-        )
-    assert calls[0] > 0
-    assert len(list((tmp_path / "synthetic").glob("*.safetensors"))) == 2
+    # Another seed or nucleus is another entry.
+    for other in ({"seed": 9}, {"top_p": 0.5}):
+        with counting_forwards(model) as calls:
+            sample_blocks(
+                model,
+                tokenizer,
+                n_blocks=2,
+                seq_len=16,
+                batch_size=2,
+                cache_dir=tmp_path,
+                **other,
+            )
+        assert calls[0] > 0
+    assert len(list((tmp_path / "synthetic").glob("*.safetensors"))) == 3
     assert not list((tmp_path / "synthetic").glob("*.tmp"))
 
 
