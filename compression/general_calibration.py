@@ -92,6 +92,15 @@ def _split(n_blocks: int, synthetic_share: float) -> int:
     return n_syn
 
 
+def _english(tokenizer: Any, path: Path | None, n_blocks: int, seq_len: int) -> torch.Tensor:
+    """The first ``n_blocks`` blocks [<= n_blocks, seq_len] of the English text (fewer when it
+    runs out; none for ``n_blocks == 0``)."""
+    if n_blocks < 1:
+        return torch.zeros((0, seq_len), dtype=torch.long)
+    texts = load_texts(TextSource(path=str(path or ENGLISH_CALIBRATION), label="calibration"))
+    return token_blocks(texts, tokenizer, seq_len=seq_len, max_tokens=n_blocks * seq_len)
+
+
 def general_calibration(
     model: nn.Module,
     tokenizer: Any,
@@ -121,20 +130,14 @@ def general_calibration(
         raise ValueError(f"tokens ({tokens}) must hold at least one block of seq_len={seq_len}")
     reporter = reporter or NullReporter()
     n_syn = _split(n_blocks, synthetic_share)
-    english = torch.zeros((0, seq_len), dtype=torch.long)
-    if n_blocks - n_syn > 0:
-        path = english_path or ENGLISH_CALIBRATION
-        texts = load_texts(TextSource(path=str(path), label="calibration.mixture"))
-        english = token_blocks(
-            texts, tokenizer, seq_len=seq_len, max_tokens=(n_blocks - n_syn) * seq_len
+    english = _english(tokenizer, english_path, n_blocks - n_syn, seq_len)
+    if english.shape[0] < n_blocks - n_syn:
+        reporter.event(
+            "the general English text ran out: the rest of the calibration is sampled",
+            level="warning",
+            data={"english_tokens": int(english.numel()), "tokens": n_blocks * seq_len},
         )
-        if english.shape[0] < n_blocks - n_syn:
-            reporter.event(
-                "the general English text ran out: the rest of the calibration is sampled",
-                level="warning",
-                data={"english_tokens": int(english.numel()), "tokens": n_blocks * seq_len},
-            )
-            n_syn = n_blocks - english.shape[0]
+        n_syn = n_blocks - english.shape[0]
     synthetic = torch.zeros((0, seq_len), dtype=torch.long)
     chat, sampled, seconds = None, 0, 0.0
     if n_syn > 0:

@@ -29,6 +29,7 @@ How the text is made:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,20 +132,53 @@ class _Progress:
         }
 
 
-def _cache_entry(
-    cache_dir: Path, model: nn.Module, tokenizer: Any, *, chat: bool, **setup: Any
-) -> StreamCache:
-    """The cache entry of this model, tokenizer and sampling ``setup``."""
-    param = next(model.parameters())
-    return StreamCache.for_setup(
-        cache_dir,
-        model=model_fingerprint(model),
-        tokenizer=tokenizer_fingerprint(tokenizer),
-        prompts_version=PROMPTS_VERSION if chat else None,
-        device=param.device.type,
-        dtype=str(param.dtype),
-        **setup,
-    )
+@dataclass(frozen=True)
+class _Setup:
+    """What the sampled stream depends on, besides the model and tokenizer."""
+
+    starts: list[list[int]]
+    chat: bool
+    eos: set[int]
+    pad_id: int
+    seed: int
+    seq_len: int
+    rows: int
+    temperature: float
+    top_p: float
+
+    def cache_entry(self, cache_dir: Path, model: nn.Module, tokenizer: Any) -> StreamCache:
+        """The cache entry of this model, tokenizer and setup."""
+        param = next(model.parameters())
+        return StreamCache.for_setup(
+            cache_dir,
+            model=model_fingerprint(model),
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            prompts_version=PROMPTS_VERSION if self.chat else None,
+            device=param.device.type,
+            dtype=str(param.dtype),
+            seed=self.seed,
+            seq_len=self.seq_len,
+            rows=self.rows,
+            temperature=self.temperature,
+            top_p=self.top_p,
+        )
+
+    def round(
+        self, model: nn.Module, index: int, on_tokens: Callable[[int], None]
+    ) -> tuple[torch.Tensor, int]:
+        """Round ``index``'s documents joined, LongTensor [tokens], and its row-steps."""
+        watch = RoundWatch(self.rows, self.eos, on_tokens)
+        docs = sample_round(
+            model,
+            round_starts(self.starts, self.seed, index, self.rows),
+            max_new_tokens=self.seq_len,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=round_seed(self.seed, index),
+            pad_id=self.pad_id,
+            watch=watch,
+        )
+        return torch.tensor([t for d in docs for t in d], dtype=torch.long), self.rows * watch.steps
 
 
 def _saved(
@@ -162,6 +196,16 @@ def _saved(
         )
         return None
     return cache
+
+
+def _setup(model: nn.Module, tokenizer: Any, *, rows: int | None, **sampling: Any) -> _Setup:
+    """The setup of a call (rows by the model's device type unless given)."""
+    if rows is None:
+        rows = DEFAULT_ROWS.get(next(model.parameters()).device.type, DEFAULT_ROWS["cpu"])
+    starts, chat = document_starts(tokenizer)
+    eos = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    return _Setup(starts, chat, eos, int(pad_id), rows=rows, **sampling)
 
 
 def sample_stream(
@@ -182,62 +226,48 @@ def sample_stream(
     (answers of at most ``seq_len`` new tokens, ``rows`` documents per round: by default
     ``DEFAULT_ROWS`` for the model's device type), taken from and added to the cache under
     ``cache_dir`` when given. The model is put in eval mode for the call. Raises ValueError
-    for non-positive sizes or temperature, or a tokenizer with neither BOS nor EOS;
-    ``Cancelled`` when the reporter says so."""
-    if rows is None:
-        rows = DEFAULT_ROWS.get(next(model.parameters()).device.type, DEFAULT_ROWS["cpu"])
-    if tokens < 1 or seq_len < 2 or rows < 1 or temperature <= 0 or not 0 < top_p <= 1:
+    for non-positive sizes or temperature, a ``top_p`` outside (0, 1], or a tokenizer with
+    neither BOS nor EOS; ``Cancelled`` when the reporter says so."""
+    if tokens < 1 or seq_len < 2 or (rows or 1) < 1 or temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(
             "need tokens >= 1, seq_len >= 2, rows >= 1, temperature > 0 and 0 < top_p <= 1, "
             f"got {tokens}, {seq_len}, {rows}, {temperature} and {top_p}"
         )
     reporter = reporter or NullReporter()
-    starts, chat = document_starts(tokenizer)
-    eos = eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
-    cache = None
-    if cache_dir is not None:
-        setup: dict[str, Any] = {"seed": seed, "seq_len": seq_len, "rows": rows}
-        setup |= {"temperature": temperature, "top_p": top_p}
-        cache = _cache_entry(cache_dir, model, tokenizer, chat=chat, **setup)
+    setup = _setup(
+        model,
+        tokenizer,
+        rows=rows,
+        seed=seed,
+        seq_len=seq_len,
+        temperature=temperature,
+        top_p=top_p,
+    )
+    cache = setup.cache_entry(cache_dir, model, tokenizer) if cache_dir is not None else None
     stream, rounds = cache.load() if cache is not None else (torch.zeros(0, dtype=torch.long), 0)
-    have = [stream] if stream.numel() else []
-    length = cached = int(stream.numel())
-    progress = _Progress(reporter, tokens, progress_seconds)
-    row_steps = 0
+    cached = length = int(stream.numel())
+    progress, row_steps = _Progress(reporter, tokens, progress_seconds), 0
     was_training = model.training
     model.eval()
     try:
         while length < tokens:
             progress.new_round(length)
-            watch = RoundWatch(rows, eos, progress.add)
-            docs = sample_round(
-                model,
-                round_starts(starts, seed, rounds, rows),
-                max_new_tokens=seq_len,
-                temperature=temperature,
-                top_p=top_p,
-                seed=round_seed(seed, rounds),
-                pad_id=int(pad_id),
-                watch=watch,
-            )
-            row_steps += rows * watch.steps
-            joined = torch.tensor([t for doc in docs for t in doc], dtype=torch.long)
-            have.append(joined)
-            length, rounds = length + joined.numel(), rounds + 1
+            joined, steps = setup.round(model, rounds, progress.add)
+            stream, rounds = torch.cat([stream, joined]), rounds + 1
+            length, row_steps = int(stream.numel()), row_steps + steps
             if cache is not None:  # saved after every round: a cancelled job keeps its rounds
-                cache = _saved(cache, torch.cat(have), rounds, reporter)
+                cache = _saved(cache, stream, rounds, reporter)
     finally:
         model.train(was_training)
     progress.new_round(length)
     seconds = time.monotonic() - progress.started
-    result = SampledText(torch.cat(have), chat, progress.generated, seconds, row_steps)
+    result = SampledText(stream, setup.chat, progress.generated, seconds, row_steps)
     reporter.event(
         "sampled calibration text",
         data={
             **progress.figures(),
             "cached_tokens": min(cached, tokens),
-            "chat": chat,
+            "chat": setup.chat,
             "seconds": round(seconds, 3),
         },
     )
