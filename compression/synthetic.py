@@ -12,12 +12,13 @@ How the text is made:
   will be used in. A base model starts from its BOS token (EOS when it has none).
 - **Rounds.** Documents are sampled ``rows`` at a time with transformers' ``model.generate``
   (left padding, KV cache, sampling at ``temperature`` from the nucleus of ``top_p``), each row
-  ending at EOS or after ``seq_len`` new tokens. A round ends when three quarters of its rows
-  have ended; the others are cut there (calibration needs text, not whole answers, and waiting
-  for the longest answer would leave most rows idle). Round ``r`` is seeded with
-  ``(seed, r)`` and its instructions are a seeded shuffle of the list, so the stream of
-  documents is the same for any number of tokens: the text for fewer tokens is a prefix of the
-  text for more, and a cache (``slimforge.compression.synthetic_cache``) can hand out prefixes.
+  ending at EOS or after ``ANSWER_TOKENS`` (256) new tokens, or ``seq_len`` when shorter. A
+  round ends when three quarters of its rows have ended; the others are cut there
+  (calibration needs text, not whole answers, and waiting for the longest answer leaves most
+  rows idle). Round ``r`` is seeded with ``(seed, r)`` and its instructions are a seeded
+  shuffle of the list, so the stream of documents is the same for any number of tokens: the
+  text for fewer tokens is a prefix of the text for more, and a cache
+  (``slimforge.compression.synthetic_cache``) can hand out prefixes.
 - **Blocks.** Documents are joined into one token stream and cut into blocks of ``seq_len``
   (as ``token_blocks`` does with files). Rounds are sampled until the stream fills the blocks
   asked for; what the last round gives beyond that goes to the cache.
@@ -54,6 +55,7 @@ from slimforge.compression.synthetic_rounds import (
 )
 
 __all__ = [
+    "ANSWER_TOKENS",
     "DEFAULT_ROWS",
     "PROGRESS_SECONDS",
     "TOP_P",
@@ -67,11 +69,15 @@ PROGRESS_SECONDS = 10.0  # longest wait between two progress events
 # probability, sampled token after token, pulled SmolLM2-135M's answers into invented words
 # within a few sentences (read here); cutting it keeps the text the model actually writes.
 TOP_P = 0.95
+# Longest answer, in new tokens (or seq_len when shorter). Measured on SmolLM2-135M-Instruct
+# (top-p 0.95, seq_len 512, 32 instructions): 13 answers had not ended after 512 tokens, and
+# such tails loop or drift; the rows of a round wait for each other, so at 512 only 69 % of
+# the decoding work made tokens, at 256 90 % (and each token reads a shorter KV cache).
+ANSWER_TOKENS = 256
 # Documents sampled at once, by device type. On a CPU, 32 rows make about a third more tokens
-# per CPU-second than 16 (bench/synthetic_speed.py), but a round of 32 SmolLM2 answers is
-# ~14 k tokens, and what the last round gives beyond the need is (for this job) lost: for the
-# default 16 k sampled tokens both take about as long, and 16 overshoots less. A GPU needs
-# wider batches to be busy.
+# per CPU-second than 16 (bench/synthetic_speed.py), but what the last round gives beyond the
+# need is lost to this job (kept for later ones in the cache), and a round of 16 is already
+# ~4 k tokens. A GPU needs wider batches to be busy.
 DEFAULT_ROWS = {"cpu": 16, "cuda": 64}
 
 
@@ -146,6 +152,11 @@ class _Setup:
     temperature: float
     top_p: float
 
+    @property
+    def answer_tokens(self) -> int:
+        """New tokens a document may have at most."""
+        return min(self.seq_len, ANSWER_TOKENS)
+
     def cache_entry(self, cache_dir: Path, model: nn.Module, tokenizer: Any) -> StreamCache:
         """The cache entry of this model, tokenizer and setup."""
         param = next(model.parameters())
@@ -158,6 +169,7 @@ class _Setup:
             dtype=str(param.dtype),
             seed=self.seed,
             seq_len=self.seq_len,
+            answer_tokens=self.answer_tokens,
             rows=self.rows,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -171,7 +183,7 @@ class _Setup:
         docs = sample_round(
             model,
             round_starts(self.starts, self.seed, index, self.rows),
-            max_new_tokens=self.seq_len,
+            max_new_tokens=self.answer_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             seed=round_seed(self.seed, index),
@@ -223,7 +235,8 @@ def sample_stream(
     progress_seconds: float = PROGRESS_SECONDS,
 ) -> SampledText:
     """At least ``tokens`` tokens of documents sampled from ``model`` as the module doc says
-    (answers of at most ``seq_len`` new tokens, ``rows`` documents per round: by default
+    (answers of at most ``min(seq_len, ANSWER_TOKENS)`` new tokens, ``rows`` documents per
+    round: by default
     ``DEFAULT_ROWS`` for the model's device type), taken from and added to the cache under
     ``cache_dir`` when given. The model is put in eval mode for the call. Raises ValueError
     for non-positive sizes or temperature, a ``top_p`` outside (0, 1], or a tokenizer with

@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerFast
 
 from slimforge.compression.progress import Cancelled, RecordingReporter
 from slimforge.compression.prompts import PROMPTS
-from slimforge.compression.synthetic import sample_blocks, sample_stream
+from slimforge.compression.synthetic import ANSWER_TOKENS, sample_blocks, sample_stream
 from slimforge.compression.synthetic_cache import model_fingerprint
 from tests.compression.helpers import tiny_llama
 
@@ -174,3 +174,14 @@ def test_other_weights_are_another_cache_entry(
     with counting_forwards(model) as calls:
         sample_blocks(model, tokenizer, n_blocks=2, seq_len=16, batch_size=2, cache_dir=tmp_path)
     assert calls[0] > 0
+
+
+def test_answers_stop_at_answer_tokens_when_seq_len_is_longer(
+    tokenizer: PreTrainedTokenizerFast,
+) -> None:
+    model = tiny_llama()
+    text = sample_stream(model, tokenizer, tokens=1, seq_len=ANSWER_TOKENS + 100, rows=2)
+    # One round of two rows, each BOS + at most ANSWER_TOKENS new tokens.
+    assert text.row_steps <= 2 * ANSWER_TOKENS
+    assert text.sampled_tokens <= 2 * ANSWER_TOKENS
+    assert text.stream.numel() <= 2 * (1 + ANSWER_TOKENS)
