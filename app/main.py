@@ -60,8 +60,6 @@ def _missing_hint(field: str) -> str:
     return {
         "model": 'give {"path": "<model folder on the server>"} or {"id": "<org/name on the Hub>"}',
         "target": 'give {"ratio": 0.8} (the share of parameters to keep) or {"params": <count>}',
-        "calibration": 'give {"path": "<text file on the server>"}, {"dataset": "<org/name>"} '
-        'or {"synthetic": true}',
     }.get(field, "")
 
 

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         default="", description="Celery broker URL; default a file-system queue in home."
     )
     artifact_dir: Path | None = Field(default=None, description="Local artifact store root.")
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Worker cache: calibration text sampled from a model, kept per model so a "
+        "later job on the same model does not sample it again. Default: home/cache.",
+    )
     artifact_store_url: str = Field(
         default="",
         description="'s3://bucket/prefix' to keep artifacts in S3-compatible storage (shared by "
@@ -216,6 +221,8 @@ class Settings(BaseSettings):
             self.broker_url = "filesystem://"
         if self.artifact_dir is None:
             self.artifact_dir = self.home / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = self.home / "cache"
         if self.local_roots is None:
             self.local_roots = [Path.cwd(), self.home]
         self.local_roots = [p.expanduser().resolve() for p in self.local_roots]
@@ -234,6 +241,12 @@ class Settings(BaseSettings):
     def work_root(self) -> Path:
         """Scratch folders of running jobs (checkpoints), kept across a job's attempts."""
         return self.home / "work"
+
+    @property
+    def cache_root(self) -> Path:
+        """The worker's cache folder (``cache_dir``, home/cache by default)."""
+        assert self.cache_dir is not None  # set by the validator
+        return self.cache_dir
 
     @property
     def artifacts_root(self) -> Path:

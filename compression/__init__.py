@@ -44,6 +44,7 @@ _EXPORTS = {
     "fidelity": "slimforge.compression.evaluation",
     "fidelity_from_reference": "slimforge.compression.evaluation",
     "find_linears": "slimforge.compression.lowrank",
+    "general_calibration_blocks": "slimforge.compression.general_calibration",
     "gguf_file_type": "slimforge.compression.gguf_export",
     "gguf_supported": "slimforge.compression.gguf_export",
     "get_method": "slimforge.compression.methods",
@@ -87,6 +88,7 @@ __all__ = [
     "fidelity",
     "fidelity_from_reference",
     "find_linears",
+    "general_calibration_blocks",
     "get_method",
     "gguf_file_type",
     "gguf_supported",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:  # static names for type checkers and IDEs
         teacher_reference,
     )
     from slimforge.compression.export import ArtifactFile, export_artifact
+    from slimforge.compression.general_calibration import general_calibration_blocks
     from slimforge.compression.gguf_export import export_gguf, gguf_file_type, gguf_supported
     from slimforge.compression.loading import ModelSource, load_model
     from slimforge.compression.lowrank import (

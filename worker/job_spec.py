@@ -3,19 +3,22 @@ device, and the words the model card uses. Defaults live in the contract, not he
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from slimforge.app.settings import Settings
 from slimforge.compression import ModelSource, Reporter, TextSource, load_texts, token_blocks
-from slimforge.compression.synthetic import sample_blocks
+from slimforge.compression.general_calibration import general_calibration
+from slimforge.compression.synthetic import sample_stream
 from slimforge.contract.jobs import EvaluationData, ModelSpec, Target, TextData
 
 __all__ = [
     "check_token_ids",
     "job_device",
     "model_source",
+    "source_blocks",
     "target_text",
     "text_blocks",
     "text_source",
@@ -61,33 +64,71 @@ def target_text(target: Target) -> str:
     return f"{target.ratio:.0%} of the parameters"
 
 
+def source_blocks(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    data: TextData,
+    *,
+    max_tokens: int | None = None,
+    cache_dir: Path | None = None,
+    reporter: Reporter | None = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Token blocks [n, seq_len] of a request's calibration or evaluation text (``max_tokens``
+    overrides its budget; at least one block) and what they are made of, for the job's
+    metrics and card: ``{"source": "general mixture" | "synthetic" | "file" | "dataset", ...}``
+    with the tokens of each part. Read from its file or dataset; sampled from ``model`` when
+    ``synthetic``; the general mixture (English + sampled) for ``mixture``. Sampled text is
+    cached under ``cache_dir`` when given. Raises ValueError for token ids the model's
+    embedding does not have, and what reading or sampling raises."""
+    budget = max(max_tokens if max_tokens is not None else data.max_tokens, data.seq_len)
+    if data.mixture is not None:
+        mixed = general_calibration(
+            model,
+            tokenizer,
+            tokens=budget,
+            seq_len=data.seq_len,
+            synthetic_share=data.sampled_share,
+            cache_dir=cache_dir,
+            reporter=reporter,
+        )
+        blocks, summary = mixed.blocks, mixed.summary()
+    elif data.synthetic:
+        n_blocks = budget // data.seq_len
+        text = sample_stream(
+            model,
+            tokenizer,
+            tokens=n_blocks * data.seq_len,
+            seq_len=data.seq_len,
+            cache_dir=cache_dir,
+            reporter=reporter,
+        )
+        blocks = text.stream[: n_blocks * data.seq_len].view(n_blocks, data.seq_len)
+        summary = {
+            "source": "synthetic",
+            "synthetic_tokens": blocks.numel(),
+            "synthetic_chat": text.chat,
+        }
+    else:
+        texts = load_texts(text_source(data))
+        blocks = token_blocks(texts, tokenizer, seq_len=data.seq_len, max_tokens=budget)
+        summary = {"source": "file" if data.path is not None else "dataset"}
+    check_token_ids(model, blocks)
+    return blocks, {**summary, "tokens": int(blocks.numel())}
+
+
 def text_blocks(
     model: torch.nn.Module,
     tokenizer: Any,
     data: TextData,
     *,
     max_tokens: int | None = None,
-    seed: int = 0,
+    cache_dir: Path | None = None,
     reporter: Reporter | None = None,
 ) -> torch.Tensor:
-    """Token blocks [n, seq_len] of a request's calibration or evaluation text (``max_tokens``
-    overrides its budget): read from its file or dataset, or sampled from ``model`` when
-    ``synthetic`` (calibration only; the contract refuses it for evaluation)."""
-    budget = max_tokens if max_tokens is not None else data.max_tokens
-    if data.synthetic:
-        return sample_blocks(
-            model,
-            tokenizer,
-            n_blocks=max(1, budget // data.seq_len),
-            seq_len=data.seq_len,
-            seed=seed,
-            reporter=reporter,
-        )
-    blocks = token_blocks(
-        load_texts(text_source(data)), tokenizer, seq_len=data.seq_len, max_tokens=budget
-    )
-    check_token_ids(model, blocks)
-    return blocks
+    """The blocks [n, seq_len] of :func:`source_blocks`, without the summary."""
+    return source_blocks(
+        model, tokenizer, data, max_tokens=max_tokens, cache_dir=cache_dir, reporter=reporter
+    )[0]
 
 
 def check_token_ids(model: torch.nn.Module, blocks: torch.Tensor) -> None:

@@ -16,7 +16,10 @@ Refused (422, ``details.field == "evaluation"``):
   (the share of evaluation 13-grams found in the calibration text), as for every other pair of
   sources this check cannot compare (a file and a dataset, different revisions …).
 
-Synthetic calibration (sampled from the model) cannot be the evaluation text. Torch-free.
+The general calibration mixture (``{"mixture": "general"}``, the default) reads the English text
+shipped with slimforge (``slimforge.compression.corpora``): that file as evaluation text is
+refused like any other calibration file. Synthetic calibration (sampled from the model) cannot
+be the evaluation text. Torch-free.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from slimforge.app.errors import UnprocessableInput
+from slimforge.compression.corpora import ENGLISH_CALIBRATION
 
 __all__ = ["check_held_out"]
 
@@ -84,14 +88,17 @@ def check_held_out(
     """
     if not calibration or not evaluation or calibration.get("synthetic"):
         return
-    if calibration.get("path") and evaluation.get("path"):
-        cal, ev = Path(calibration["path"]), Path(evaluation["path"])
+    mixed = calibration.get("mixture") and calibration.get("synthetic_share") != 1.0
+    cal_path = str(ENGLISH_CALIBRATION) if mixed else calibration.get("path")
+    if cal_path and evaluation.get("path"):
+        cal, ev = Path(cal_path), Path(evaluation["path"])
         if _same_file(cal, ev):
+            given = "calibration.path" if calibration.get("path") else "the general mixture"
             raise UnprocessableInput(
-                f"evaluation.path: '{ev.name}' holds the same text as calibration.path "
+                f"evaluation.path: '{ev.name}' holds the same text as {given} "
                 f"('{cal.name}'); the calibration text is what the method fits and kd trains "
                 "on, so perplexity on it is not held-out: give evaluation a file with other "
-                "text (e.g. data/corpus/evaluation.txt), or leave evaluation out",
+                "text (e.g. data/corpus/english-evaluation.txt), or leave evaluation out",
                 details={"field": "evaluation", "calibration": cal.name, "evaluation": ev.name},
             )
     elif (

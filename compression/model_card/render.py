@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from slimforge.compression.model_card.auto import auto_section
+from slimforge.compression.model_card.calibration import calibration_lines
 from slimforge.compression.model_card.figures import read_fidelity, read_overlap, read_tasks
 from slimforge.compression.model_card.gguf import gguf_section
 from slimforge.compression.model_card.model_index import model_index
@@ -265,6 +266,7 @@ def render_model_card(
         *_shape_lines(metrics, ranks),
         *auto_section(metrics),
         *_distill_lines(metrics),
+        *calibration_lines(params.get("calibration"), metrics),
         *evaluation_section(
             params_before=params_before,
             params_after=params_after,

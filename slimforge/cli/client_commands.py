@@ -255,7 +255,11 @@ def add_client_commands(sub: Any) -> None:
     target.add_argument("--params", type=int, help="parameters to keep")
     p.add_argument("--method", help="svd, lillama or minitron (see 'slimforge methods')")
     p.add_argument("-p", "--param", action="append", default=[], help="method KEY=VALUE")
-    p.add_argument("--calibration", help="text file, Hub dataset id, or 'synthetic'")
+    p.add_argument(
+        "--calibration",
+        help="text file, Hub dataset id, 'synthetic' (text the model writes) or 'general' "
+        "(the default: general English + text the model writes)",
+    )
     p.add_argument("--calibration-tokens", type=int, help="calibration max_tokens")
     p.add_argument("--seq-len", type=int, help="sequence length of calibration and evaluation")
     p.add_argument("--evaluation", help="held-out text file or Hub dataset id")

@@ -37,6 +37,10 @@ def _event_detail(data: dict[str, Any]) -> str:
         parts.append(f"{data['index']}/{data['total']}")
     elif isinstance(data.get("step"), int) and isinstance(data.get("steps"), int):
         parts.append(f"step {data['step']}/{data['steps']}")
+    elif isinstance(data.get("tokens"), int) and isinstance(data.get("total"), int):
+        parts.append(f"{data['tokens']:,}/{data['total']:,} tokens")  # sampling text
+    if isinstance(data.get("tokens_per_second"), int | float):
+        parts.append(f"{data['tokens_per_second']:.1f} tokens/s")
     loss = data.get("loss", data.get("loss_after"))
     if isinstance(loss, int | float):
         parts.append(f"loss {loss:.4g}")
@@ -77,8 +81,9 @@ class Progress:
         width = shutil.get_terminal_size((100, 20)).columns - 1
         data = event.data
         bar = ""
-        if isinstance(data.get("index"), int) and isinstance(data.get("total"), int):
-            done = int(20 * data["index"] / max(1, data["total"]))
+        count = data.get("index", data.get("tokens"))
+        if isinstance(count, int) and isinstance(data.get("total"), int):
+            done = min(20, int(20 * count / max(1, data["total"])))
             bar = "[" + "#" * done + "." * (20 - done) + "] "
         detail = _event_detail(data)
         line = (

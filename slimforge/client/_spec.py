@@ -33,6 +33,8 @@ def _model_spec(args: argparse.Namespace) -> dict[str, Any]:
 def _text_spec(value: str) -> dict[str, Any]:
     if value == "synthetic":
         return {"synthetic": True}
+    if value == "general":
+        return {"mixture": "general"}
     if Path(value).expanduser().exists() or value.startswith((".", "/", "~")):
         return {"path": _local(value)}
     return {"dataset": value}
@@ -81,8 +83,12 @@ def build_job_body(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         if value:
             body[name] = _text_spec(value)
+    if (args.calibration_tokens is not None or args.seq_len is not None) and not body.get(
+        "calibration"
+    ):
+        body["calibration"] = {"mixture": "general"}  # the server's default, given a budget
     if args.calibration_tokens is not None:
-        body.setdefault("calibration", {})["max_tokens"] = args.calibration_tokens
+        body["calibration"]["max_tokens"] = args.calibration_tokens
     if args.seq_len is not None:
         for name in ("calibration", "evaluation"):
             if isinstance(body.get(name), dict):

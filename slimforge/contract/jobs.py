@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from slimforge.compression.configs import KdConfig, MethodConfig
 from slimforge.compression.gguf_export import GGUF_TYPES, GgufType
 from slimforge.compression.methods import available_methods
+from slimforge.contract.inputs import HUB_ID
+from slimforge.contract.inputs import Input as _Input
+from slimforge.contract.texts import CalibrationMixture, EvaluationData, TextData
 from slimforge.contract.webhooks import Webhook
 
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -35,12 +37,25 @@ ArtifactDtype = Literal["float32", "float16", "bfloat16"]
 OutputFormat = Literal["safetensors", "gguf"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
-# org/name, as the Hub allows: letters, digits, '-', '_', '.', at most 96 characters each.
-HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# Re-exported: the job's text sections are defined beside the pieces every body shares.
+__all__ = [
+    "HUB_ID",
+    "TERMINAL_STATUSES",
+    "ArtifactDtype",
+    "CalibrationMixture",
+    "EvaluationData",
+    "EventOut",
+    "EventPage",
+    "JobCreate",
+    "JobOut",
+    "JobPage",
+    "JobStatus",
+    "ModelSpec",
+    "Output",
+    "Stage",
+    "Target",
+    "TextData",
+]
 
 
 class ModelSpec(_Input):
@@ -80,84 +95,6 @@ class Target(_Input):
     def _one_of(self) -> Target:
         if (self.params is None) == (self.ratio is None):
             raise ValueError("give exactly one of 'params' or 'ratio'")
-        return self
-
-
-class TextData(_Input):
-    """Text for calibration or evaluation: a local .txt/.jsonl file, a Hub dataset, or (for
-    calibration) text sampled from the model itself."""
-
-    path: str | None = Field(default=None, description="Local .txt, .md or .jsonl file.")
-    dataset: str | None = Field(default=None, description="Hub dataset id.")
-    synthetic: bool = Field(
-        default=False,
-        description="Calibration only: sample the text from the original model itself "
-        "(data-free, seeded), so the method and kd follow the model's own distribution "
-        "instead of one domain's.",
-    )
-    config_name: str | None = None
-    split: str = "train"
-    field: str = Field(default="text", description="Field holding the text (jsonl, datasets).")
-    revision: str | None = None
-    max_tokens: int = Field(default=32768, ge=64, le=50_000_000)
-    seq_len: int = Field(default=512, ge=16, le=32768)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> TextData:
-        sources = (self.path is not None) + (self.dataset is not None) + self.synthetic
-        if sources != 1:
-            raise ValueError(
-                "give exactly one of 'path' (a local file), 'dataset' (Hub id) or 'synthetic': true"
-            )
-        if self.dataset is not None and not HUB_ID.match(self.dataset):
-            raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
-        if self.seq_len > self.max_tokens:
-            raise ValueError("'seq_len' must not exceed 'max_tokens'")
-        return self
-
-
-class EvaluationData(TextData):
-    """Held-out text (teacher and student perplexity, KL(teacher ‖ student) per token, top-1
-    agreement, with 95 % intervals) and/or zero-shot tasks run by lm-evaluation-harness on
-    both models (accuracy, stderr, retention = student / teacher)."""
-
-    max_tokens: int = Field(default=16384, ge=64, le=50_000_000)
-    tasks: list[str] = Field(
-        default_factory=list,
-        max_length=32,
-        description="lm-evaluation-harness task (or group) names, e.g. ['hellaswag', "
-        "'arc_easy']. Built-in tasks need Hub access on the worker; offline, name tasks "
-        "defined in `task_folders`. Multiple-choice tasks only.",
-    )
-    task_folders: list[str] = Field(
-        default_factory=list,
-        max_length=8,
-        description="Local lm-evaluation-harness task folders (YAML + JSON/JSONL data files) "
-        "under the server's allowed roots, whose tasks `tasks` may name.",
-    )
-    limit: int | None = Field(
-        default=None, ge=1, le=100_000, description="Documents per task (default: all)."
-    )
-
-    @property
-    def has_text(self) -> bool:
-        """Whether held-out text is given (tasks alone need none)."""
-        return self.path is not None or self.dataset is not None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> EvaluationData:
-        if self.synthetic:
-            raise ValueError("evaluation needs held-out real text: 'synthetic' is for calibration")
-        if self.path is not None and self.dataset is not None:
-            raise ValueError("give one of 'path' (a local file) or 'dataset' (Hub id), not both")
-        if not self.has_text and not self.tasks:
-            raise ValueError("give held-out text ('path' or 'dataset'), zero-shot 'tasks', or both")
-        if self.task_folders and not self.tasks:
-            raise ValueError("'task_folders' given without 'tasks': name the tasks to run")
-        if self.dataset is not None and not HUB_ID.match(self.dataset):
-            raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
-        if self.seq_len > self.max_tokens:
-            raise ValueError("'seq_len' must not exceed 'max_tokens'")
         return self
 
 
@@ -291,7 +228,13 @@ class JobCreate(_Input):
         description="Optional logit distillation from the original model after the method "
         '(the `kd` stage), on the calibration text: e.g. {"name": "kd", "tokens": 65536}.',
     )
-    calibration: TextData
+    calibration: TextData = Field(
+        default_factory=lambda: TextData(mixture="general"),
+        description="Text the method calibrates on and kd trains on. Default: the general "
+        'mixture {"mixture": "general"}: general English shipped with slimforge and text '
+        "sampled from the model itself (chat-formatted for instruct models), half and half "
+        "by tokens. Give your own for a domain model (a file, a Hub dataset).",
+    )
     evaluation: EvaluationData | None = Field(
         default=None, description="Held-out text for perplexity; omit to skip evaluation."
     )

@@ -196,6 +196,20 @@ BAD_BODIES = [
     ({"calibration": {"dataset": "org/data", "path": "x"}}, "calibration", "exactly one of"),
     ({"calibration": {"synthetic": True, "path": "calib.txt"}}, "calibration", "exactly one of"),
     ({"evaluation": {"synthetic": True}}, "evaluation", "held-out real text"),
+    ({"evaluation": {"mixture": "general"}}, "evaluation", "held-out real text"),
+    ({"calibration": {"mixture": "domain"}}, "calibration.mixture", "Input should be 'general'"),
+    ({"calibration": {"mixture": "general", "path": "calib.txt"}}, "calibration", "exactly one of"),
+    ({"calibration": {}}, "calibration", "leave calibration out for the general mixture"),
+    (
+        {"calibration": {"mixture": "general", "synthetic_share": 1.5}},
+        "calibration.synthetic_share",
+        "less than or equal to 1",
+    ),
+    (
+        {"calibration": {"path": "calib.txt", "synthetic_share": 0.3}},
+        "calibration",
+        "'synthetic_share' is the sampled share of a 'mixture'",
+    ),
     (
         {"calibration": {"path": "calib.txt", "seq_len": 4096, "max_tokens": 1024}},
         "calibration",
@@ -222,7 +236,7 @@ def test_missing_required_sections_and_malformed_json(api: TestClient, auth, tex
     r = api.post("/v1/jobs", json={"target": {"ratio": 0.5}}, headers=auth())
     assert r.status_code == 422
     missing = {d["field"] for d in r.json()["error"]["details"]}
-    assert {"model", "method", "calibration"} <= missing
+    assert missing == {"model", "method"}  # calibration has a default: the general mixture
     r = api.post(
         "/v1/jobs", content=b'{"model": ', headers={**auth(), "content-type": "application/json"}
     )
@@ -313,7 +327,6 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
         ("method", '{"name": ...} with one of: lillama, minitron, svd'),
         ("model", '{"path": "<model folder on the server>"}'),
         ("target", '{"ratio": 0.8}'),
-        ("calibration", '{"synthetic": true}'),
     ],
 )
 def test_a_missing_field_says_what_to_give(

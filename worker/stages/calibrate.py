@@ -11,7 +11,7 @@ import torch
 from slimforge.compression.generations import greedy_texts
 from slimforge.compression.overlap import longest_shared_run, ngram_overlap
 from slimforge.worker.context import JobContext
-from slimforge.worker.job_spec import text_blocks
+from slimforge.worker.job_spec import source_blocks, text_blocks
 from slimforge.worker.kd import frozen_copy, prepare_distillation
 
 __all__ = ["OVERLAP_NGRAM", "OVERLAP_WARN_SHARE", "measure_overlap", "run"]
@@ -24,11 +24,15 @@ OVERLAP_WARN_SHARE = 0.01  # above 1 % the job warns: its figures are not held-o
 
 def run(ctx: JobContext) -> None:
     request, reporter, metrics = ctx.request, ctx.reporter, ctx.metrics
-    # First the text, whose token ids are checked against the model's embedding.
-    ctx.blocks = text_blocks(ctx.model, ctx.tokenizer, request.calibration, reporter=reporter)
+    # First the text, whose token ids are checked against the model's embedding. Text sampled
+    # from the model is cached per model under the worker's cache folder.
+    cache = ctx.settings.cache_root
+    ctx.blocks, metrics["calibration"] = source_blocks(
+        ctx.model, ctx.tokenizer, request.calibration, cache_dir=cache, reporter=reporter
+    )
     # What the original model writes, for the card's teacher-vs-student samples.
     ctx.teacher_texts = greedy_texts(ctx.model, ctx.tokenizer)
-    reporter.event("calibration data ready", data={"tokens": int(ctx.blocks.numel())})
+    reporter.event("calibration data ready", data=metrics["calibration"])
     evaluation = request.evaluation
     if evaluation is not None and evaluation.has_text:
         ctx.eval_blocks = text_blocks(ctx.model, ctx.tokenizer, evaluation)
@@ -38,12 +42,14 @@ def run(ctx: JobContext) -> None:
         ctx.teacher = frozen_copy(ctx.model)
     kd_blocks = None
     if request.distill is not None:
-        kd_blocks = text_blocks(
+        # The same source, read up to the kd budget: sampled text is the same stream, so the
+        # tokens calibration already sampled are not sampled again (the cache holds them).
+        kd_blocks, metrics["distill_text"] = source_blocks(
             ctx.model,
             ctx.tokenizer,
             request.calibration,
             max_tokens=request.distill.tokens,
-            seed=1,
+            cache_dir=cache,
             reporter=reporter,
         )
         ctx.kd_plan = prepare_distillation(
