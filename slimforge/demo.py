@@ -1,7 +1,7 @@
 """The README's first command: compress a real model end to end through the real service.
 
 Starts ``slimforge serve`` (API + a real Celery worker process, SQLite, file-system broker)
-in a data folder, submits an ``svd`` job for SmolLM2-135M-Instruct through the SDK
+in a data folder, submits an ``auto`` job (by default) for SmolLM2-135M-Instruct through the SDK
 (``slimforge.client``), follows its server-sent events and prints the result table.
 """
 
@@ -191,14 +191,14 @@ def run_demo(
             "evaluation": {"path": str(CORPUS / "english-evaluation.txt"), "max_tokens": 8192},
             "metadata": {"source": "slimforge demo"},
         }
+        # The service's default general mixture (English + the model's own text), sized for
+        # 2 CPU cores; or a corpus file when asked.
+        source = {"path": str(CORPUS / calibration)} if calibration else {"mixture": "general"}
+        body["calibration"] = {**source, "max_tokens": calibration_tokens, "seq_len": seq_len}
         if method == "auto":
             body["method"] = {"name": "auto", "max_minutes": max_minutes}
-        if calibration:  # else the service's default general mixture
-            body["calibration"] = {
-                "path": str(CORPUS / calibration),
-                "max_tokens": calibration_tokens,
-                "seq_len": seq_len,
-            }
+            # kd trains on the calibration text (cycled), so nothing more is sampled for it
+            body["distill"] = {"tokens": calibration_tokens}
         if distill_tokens > 0:
             body["distill"] = {"tokens": distill_tokens}
         if synthetic:  # text the model writes itself instead of the corpus

@@ -163,7 +163,7 @@ def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="compress SmolLM2-135M end to end through the service")
     p.add_argument("--ratio", type=float, default=0.8)
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    p.add_argument("--tokens", type=int, default=16384, help="calibration tokens")
+    p.add_argument("--tokens", type=int, default=8192, help="calibration tokens")
     p.add_argument(
         "--method",
         choices=["auto", "svd", "lillama", "minitron"],
@@ -187,7 +187,7 @@ def _add_demo(sub: Any) -> None:
         help="add a kd stage (logit distillation from the original) for this many tokens; "
         "32768 takes about 8 minutes on 2 cores",
     )
-    p.add_argument("--seq-len", type=int, default=512, help="calibration sequence length")
+    p.add_argument("--seq-len", type=int, default=256, help="calibration sequence length")
     p.add_argument(
         "--synthetic",
         action="store_true",

@@ -80,9 +80,10 @@ def test_standard_architecture_refuses_low_rank_candidates() -> None:
         AutoConfig(candidates=["svd"])
     assert AutoConfig().candidate_names() == ["mlp", "width", "depth"]
     assert AutoConfig(architecture="any").candidate_names()[-2:] == ["svd", "lillama"]
-    assert AutoConfig().standard_architecture() and not AutoConfig(
-        architecture="any"
-    ).standard_architecture()
+    assert (
+        AutoConfig().standard_architecture()
+        and not AutoConfig(architecture="any").standard_architecture()
+    )
 
 
 def test_no_candidate_that_builds_is_an_error_naming_the_reason() -> None:
@@ -94,5 +95,7 @@ def test_no_candidate_that_builds_is_an_error_naming_the_reason() -> None:
     ("seconds", "speed", "batch", "expected"),
     [(10.0, 100.0, 256, 768), (0.0, 100.0, 256, 256), (100.0, 1.0, 64, 64)],
 )
-def test_kd_tokens_for_whole_batches(seconds: float, speed: float, batch: int, expected: int) -> None:
+def test_kd_tokens_for_whole_batches(
+    seconds: float, speed: float, batch: int, expected: int
+) -> None:
     assert kd_tokens_for(seconds, speed, batch) == expected
