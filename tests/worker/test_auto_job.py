@@ -54,3 +54,17 @@ def test_auto_refuses_a_target_no_candidate_reaches_at_submit(
     r = api.post("/v1/jobs", json=body, headers=h)
     assert r.status_code == 422, r.text
     assert "not reachable" in r.text
+
+
+def test_auto_unreachable_names_auto_every_candidate_and_the_fix(
+    api: TestClient, auth, tiny_model: Path, text_files
+) -> None:
+    from tests.builders import job_body
+
+    body = job_body(tiny_model, text_files["calibration"], method={"name": "auto"})
+    r = api.post("/v1/jobs", json=body, headers=auth())
+    assert r.status_code == 422, r.text
+    message = r.json()["error"]["message"]
+    assert "method auto" in message and "architecture to 'any'" in message
+    assert all(name in message for name in ("mlp", "width", "depth"))
+    assert "mlp_multiple" not in message  # minitron's own fixes cannot be set in auto

@@ -12,6 +12,7 @@ from slimforge.compression.methods.registry import register_method
 from slimforge.compression.methods.svd.config import SvdConfig
 from slimforge.compression.model_shapes import ModelShapes
 from slimforge.compression.parameters import MethodParameters
+from slimforge.compression.planning import UnreachableTargetError
 
 __all__ = ["CANDIDATES", "STANDARD_CANDIDATES", "AutoConfig", "candidate_config"]
 
@@ -64,7 +65,8 @@ class AutoConfig(MethodParameters):
         description="Minutes of this worker's time for the candidates and the kd stage "
         "together (loading, calibration text and evaluation come on top). Candidates that "
         "would not fit are skipped, and the kd stage trains for what is left, at the speed "
-        "measured while probing (unless the job sets distill.tokens).",
+        "measured while probing, unless `kd_tokens` is set. `distill.tokens` does not set "
+        "the kd budget under auto: it is the distinct kd text drawn.",
     )
     kd_tokens: int | None = Field(
         default=None,
@@ -114,16 +116,42 @@ class AutoConfig(MethodParameters):
 
     def standard_architecture(self) -> bool:
         """Whether every candidate gives a stock architecture (llama.cpp and vLLM load it)."""
-        return self.architecture == "standard"
+        return all(c in STANDARD_CANDIDATES for c in self.candidate_names())
 
     def check_model(self, shapes: ModelShapes) -> None:
         """At least one candidate must accept the model (the first conflict otherwise)."""
         self._any_candidate(lambda c: c.check_model(shapes))
 
     def check_target(self, shapes: ModelShapes, target_params: int) -> None:
-        """At least one candidate must reach the target (the first candidate's error
-        otherwise: UnreachableTargetError with its reachable range)."""
-        self._any_candidate(lambda c: c.check_target(shapes, target_params))
+        """At least one candidate must reach the target. Otherwise UnreachableTargetError
+        naming auto, every candidate's reachable range and, under 'standard', the low-rank
+        candidates 'any' would add (a ParameterConflict of a candidate is raised as is)."""
+        failures: list[tuple[str, UnreachableTargetError]] = []
+        for name in self.candidate_names():
+            try:
+                candidate_config(name).check_target(shapes, target_params)
+                return
+            except UnreachableTargetError as exc:
+                failures.append((name, exc))
+        if not failures:
+            return
+        per = "; ".join(
+            f"{name} {e.min_params:,}–{e.max_params:,}"  # noqa: RUF001
+            + (f" (closest {e.closest_params:,})" if e.closest_params is not None else "")
+            for name, e in failures
+        )
+        hint = "change the target"
+        if self.architecture == "standard":
+            hint += " or set method.architecture to 'any' (adds svd and lillama, low-rank)"
+        first = failures[0][1]
+        raise UnreachableTargetError(
+            target_params=target_params,
+            min_params=min(e.min_params for _, e in failures),
+            max_params=max(e.max_params for _, e in failures),
+            total_params=first.total_params,
+            method="auto",
+            reason=f"no candidate reaches it (ranges per candidate: {per}); {hint}",
+        )
 
     def _any_candidate(self, check: Any) -> None:
         first: Exception | None = None
