@@ -194,7 +194,7 @@ def test_dashboard_in_chromium_submits_follows_and_downloads(
             page.get_by_label("API key").fill(service.key)
             page.get_by_role("button", name="Log in").click()
             expect(page.get_by_role("button", name="Log out")).to_be_visible()
-            expect(page.locator("#f-method option")).to_have_count(3)
+            expect(page.locator("#f-method option")).to_have_count(4)
             assert page.evaluate("sessionStorage.getItem('slimforge.apiKey')") == service.key
 
             # The form is built from the method's schema, with its defaults.

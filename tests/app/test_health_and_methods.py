@@ -44,7 +44,7 @@ def test_methods_lists_each_method_with_its_schema(api: TestClient, auth) -> Non
     props = svd["parameters_schema"]["properties"]
     assert props["whitening"]["default"] is True
     assert svd["parameters_schema"]["additionalProperties"] is False
-    assert {m["name"] for m in methods} == {"svd", "lillama", "minitron"}
+    assert {m["name"] for m in methods} == {"auto", "svd", "lillama", "minitron"}
     minitron = next(m for m in methods if m["name"] == "minitron")
     assert "standard architecture" in minitron["description"]
     assert "axes" in minitron["parameters_schema"]["properties"]

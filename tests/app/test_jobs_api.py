@@ -174,7 +174,7 @@ BAD_BODIES = [
     (
         {"method": {"name": "magic"}},
         "method",
-        "unknown method 'magic'; available methods: lillama, minitron, svd",
+        "unknown method 'magic'; available methods: auto, lillama, minitron, svd",
     ),
     ({"method": {"name": "minitron", "axes": ["width"]}}, "method.minitron.axes.0", "'depth'"),
     ({"distill": {"tokens": 8}}, "distill.tokens", "greater than or equal to 16"),
@@ -324,7 +324,7 @@ def test_unreachable_minitron_shape_is_refused_at_submit(
 @pytest.mark.parametrize(
     ("missing", "fragment"),
     [
-        ("method", '{"name": ...} with one of: lillama, minitron, svd'),
+        ("method", '{"name": ...} with one of: auto, lillama, minitron, svd'),
         ("model", '{"path": "<model folder on the server>"}'),
         ("target", '{"ratio": 0.8}'),
     ],
