@@ -154,10 +154,13 @@ def run_method(setup: Setup, student: torch.nn.Module, name: str, target: int) -
     return {"tokens": result.tokens_used}
 
 
-def header(args: argparse.Namespace, setup: Setup) -> str:
-    commit = subprocess.run(
+def current_commit() -> str:
+    return subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
+
+
+def header(args: argparse.Namespace, setup: Setup, commit: str) -> str:
     kd = setup.kd
     return "\n".join(
         [
@@ -190,6 +193,7 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=8192)
     parser.add_argument("--seq-len", type=int, default=256)
     args = parser.parse_args()
+    commit = current_commit()  # the code that runs, read before anything lands meanwhile
 
     torch.manual_seed(0)
     teacher, tokenizer = load_teacher()
@@ -218,7 +222,7 @@ def main() -> None:
     }
     print("teacher perplexity: " + ", ".join(f"{k} {v:.3f}" for k, v in teacher_ppl.items()))
     rows = [row for r in args.ratios for p in args.pipelines for row in run_pipeline(setup, p, r)]
-    print("\n" + header(args, setup))
+    print("\n" + header(args, setup, commit))
     print("\n".join(rows))
     print("teacher perplexity: " + ", ".join(f"{k} {v:.3f}" for k, v in teacher_ppl.items()))
 
