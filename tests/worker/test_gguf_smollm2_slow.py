@@ -46,7 +46,10 @@ N_NEW = 24  # greedy tokens per prompt
 # is a right greedy pick; a pruned model without kd has such near-ties (gaps of 0.02 measured),
 # so greedy tokens are compared at every step with a clear winner (at least two thirds of them)
 # and the free-running texts up to the first near-tie.
-LOGIT_ABS_TOL = 0.1
+# 0.1 held before minitron refit its down projections by least squares (its weights then
+# round to f16 with more error: 0.104 measured on 2026-11-30); 0.15 is still far below the
+# logit gaps that decide greedy tokens.
+LOGIT_ABS_TOL = 0.15
 # A q4_k_m file's perplexity relative to the f16 one's, both run by llama.cpp on the job's
 # held-out tokens (measured +12.6 %, 62.3 vs 55.3). llama.cpp's own tables give a few % for 7B
 # models; here a 108M-parameter model pruned without kd has little redundancy left, and its
