@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from common import PeakRss, corpus_blocks, load_teacher, machine_line
+from common import ROOT, PeakRss, corpus_blocks, load_teacher, machine_line
 
 from slimforge.compression import compress, count_parameters, resolve_target
 from slimforge.compression.configs import KdConfig, LillamaConfig, MinitronConfig, SvdConfig
@@ -70,9 +70,11 @@ def data_blocks(kind: str, teacher: Any, tokenizer: Any, *, tokens: int, seq_len
     from slimforge.compression.general_calibration import general_calibration_blocks
 
     share = {"synthetic": 1.0, "mix": 0.5}[kind]
+    cache = ROOT / ".cache" / "bench-synthetic"  # sampled once per model, seed and size
     return general_calibration_blocks(
-        teacher, tokenizer, tokens=tokens, seq_len=seq_len, seed=seed, synthetic_share=share
-    )
+        teacher, tokenizer, tokens=tokens, seq_len=seq_len, seed=seed, synthetic_share=share,
+        cache_dir=cache,
+    )  # fmt: skip
 
 
 def target_of(name: str, teacher: torch.nn.Module, ratio: float) -> int:
@@ -149,7 +151,11 @@ def run_method(setup: Setup, student: torch.nn.Module, name: str, target: int) -
         from slimforge.compression.methods.auto.config import AutoConfig
 
         result = compress(student, AutoConfig(), blocks=setup.calib, target_params=target)
-        return {"winner": result.details.get("winner")}
+        rows = result.details.get("candidates", [])
+        return {
+            "winner": result.details.get("winner"),
+            "candidates": {r["name"]: (r["status"], r.get("kl")) for r in rows},
+        }
     result = compress(student, METHODS[name], blocks=setup.calib, target_params=target)
     return {"tokens": result.tokens_used}
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,20 +98,34 @@ def input_gguf_type(gguf_path: Path) -> tuple[str, str]:
     return FALLBACK_QUANTISED, f"slimforge cannot write the GGUF input's own type, {found}"
 
 
-def _refuse(message: str, formats: Sequence[str] | None) -> UnprocessableInput:
-    return UnprocessableInput(message, details={"field": "output.formats", "value": formats})
+def _asking_field(output: Output) -> tuple[str, Any, str]:
+    """The field that asked for GGUF (``output.formats`` when it names 'gguf', else
+    ``output.gguf_type``), its value, and how the message quotes it."""
+    if "gguf" in (output.formats or ()):
+        return "output.formats", output.formats, "output.formats asks for 'gguf'"
+    return (
+        "output.gguf_type",
+        output.gguf_type,
+        f"output.gguf_type = {output.gguf_type} asks for GGUF",
+    )
+
+
+def _refuse(message: str, output: Output) -> UnprocessableInput:
+    field, value, _ = _asking_field(output)
+    return UnprocessableInput(message, details={"field": field, "value": value})
 
 
 def _check_gguf_possible(body: JobCreate, output: Output, folder: Path | None) -> None:
     """422 for a GGUF output llama.cpp could not load; unknowable cases pass (the worker checks)."""
     method = body.method
+    asks = _asking_field(output)[2]
     if not method.standard_architecture():
         raise _refuse(
-            f"output.formats asks for 'gguf', but method '{method.name}' gives a result with "
+            f"{asks}, but method '{method.name}' gives a result with "
             "custom modules (low-rank layers, factors B·A) that llama.cpp does not know, so no "
             f"GGUF of it would load; use a method whose result is a standard architecture "
-            f"({', '.join(standard_methods())}), or formats ['safetensors']",
-            output.formats,
+            f"({', '.join(standard_methods())}), or formats ['safetensors'] without gguf_type",
+            output,
         )
     config_file = folder / "config.json" if folder is not None else None
     if body.model.gguf_file is not None or config_file is None or not config_file.is_file():
@@ -127,9 +140,9 @@ def _check_gguf_possible(body: JobCreate, output: Output, folder: Path | None) -
         return
     if verdict is not True:
         raise _refuse(
-            f"output.formats asks for 'gguf', but {verdict}, so llama.cpp's converter cannot "
-            "write it; use formats ['safetensors']",
-            output.formats,
+            f"{asks}, but {verdict}, so llama.cpp's converter cannot write it; use formats "
+            "['safetensors'] without gguf_type",
+            output,
         )
 
 
@@ -153,7 +166,8 @@ def resolve_output(body: JobCreate, folder: Path | None) -> ResolvedOutput:
 
     Raises:
         UnprocessableInput: GGUF asked for a result llama.cpp could not load (field
-            ``output.formats``; the message says why and what to use instead).
+            ``output.formats``, or ``output.gguf_type`` when that alone asked; the message
+            says why and what to use instead).
     """
     output = body.output or Output()
     asked = output.gguf_type is not None or "gguf" in (output.formats or ())

@@ -28,7 +28,13 @@ def auto_section(metrics: Mapping[str, Any]) -> list[str]:
         f"Each candidate was built from the original model, trained by kd for "
         f"{details.get('probe_tokens', 0):,} tokens, and scored on "
         f"{details.get('score_tokens', 0):,} held-back calibration tokens. Winner: "
-        f"**{details.get('winner')}**, for the {details.get('reason', '')}.",
+        f"**{details.get('winner')}**, for the {details.get('reason', '')}."
+        + (
+            " The winner was then built again from the original model on all the calibration "
+            "text (held-back blocks included) before the final kd."
+            if details.get("rebuilt")
+            else ""
+        ),
         "",
         "| candidate | method | result | parameters | KL (nats/token) | top-1 agreement "
         "| seconds | status |",

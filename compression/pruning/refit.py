@@ -6,11 +6,14 @@ projection's input on calibration text ([tokens, intermediate], the original mod
 weight [hidden, intermediate], the kept columns K get the weight that reproduces the original
 output best in the least-squares sense,
 
-    W_K' = argmin_V ||H_K Vᵀ - H Wᵀ||²  =  W G_{:,K} (G_KK + λI)⁻¹,   G = HᵀH,
+    W_K' = argmin_V ||H_K Vᵀ - H Wᵀ||² + λ||V - W_K||²  =  (W G_{:,K} + λ W_K) (G_KK + λI)⁻¹,
 
-solved from the Gram matrix alone (He, Zhang & Sun, "Channel Pruning for Accelerating Very Deep
-Neural Networks", ICCV 2017, §3.1: least-squares reconstruction after channel selection; the
-ridge term λ = ``ridge`` x mean diag(G_KK) keeps rarely active neurons from blowing up).
+with G = HᵀH, solved from the Gram matrix alone (He, Zhang & Sun, "Channel Pruning for
+Accelerating Very Deep Neural Networks", ICCV 2017, §3.1: least-squares reconstruction after
+channel selection). The Tikhonov term pulls the solution toward the kept columns' original
+weights W_K, not toward zero: λ = ``ridge`` x mean diag(G_KK) keeps rarely active neurons from
+blowing up, and a large ``ridge`` gives back the plain pruned weights (no refit), so the term
+also limits how far the refit fits the calibration text's domain.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ def refit_weight(
     g = gram.double()
     g_kk = g[keep][:, keep]
     reg = ridge * g_kk.diagonal().mean().clamp_min(1e-12)
-    rhs = g[keep] @ weight.double().T.to(g.device)  # [k, hidden]
+    w = weight.double().T.to(g.device)  # [intermediate, hidden]
+    rhs = g[keep] @ w + reg * w[keep]  # [k, hidden]
     eye = torch.eye(len(keep), dtype=g.dtype, device=g.device)
     solved = torch.linalg.solve(g_kk + reg * eye, rhs)
     return solved.T.to(weight.dtype).to(weight.device)

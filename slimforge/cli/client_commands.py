@@ -253,7 +253,7 @@ def add_client_commands(sub: Any) -> None:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--ratio", type=float, help="fraction of parameters to keep")
     target.add_argument("--params", type=int, help="parameters to keep")
-    p.add_argument("--method", help="svd, lillama or minitron (see 'slimforge methods')")
+    p.add_argument("--method", help="auto, svd, lillama or minitron (see 'slimforge methods')")
     p.add_argument("-p", "--param", action="append", default=[], help="method KEY=VALUE")
     p.add_argument(
         "--calibration",
@@ -264,6 +264,19 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--seq-len", type=int, help="sequence length of calibration and evaluation")
     p.add_argument("--evaluation", help="held-out text file or Hub dataset id")
     p.add_argument("--distill-tokens", type=int, help="add a kd stage of this many tokens")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        help="output.formats: safetensors, gguf (repeatable; default: the server's rule)",
+    )
+    p.add_argument(
+        "--gguf-type",
+        action="append",
+        help="output.gguf_type: f16, q8_0, q4_k_m, … (repeatable; implies --format gguf)",
+    )
+    p.add_argument("--dtype", help="output.dtype: float32, float16 or bfloat16")
+    p.add_argument("--hub-repo", help="output.hub_repo: push the artifact to this Hub repo")
     p.add_argument("--meta", dest="metadata", action="append", default=[], help="KEY=VALUE")
     p.add_argument("--idempotency-key", help="the same key replays the same job")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")

@@ -53,6 +53,21 @@ def _parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _output_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``output`` fields the flags set (the server validates the names)."""
+    output: dict[str, Any] = {}
+    if getattr(args, "formats", None):
+        output["formats"] = list(args.formats)
+    if getattr(args, "gguf_type", None):
+        output["gguf_type"] = list(args.gguf_type)
+        if "formats" in output and "gguf" not in output["formats"]:
+            output["formats"].append("gguf")
+    for flag in ("dtype", "hub_repo"):
+        if getattr(args, flag, None):
+            output[flag] = getattr(args, flag)
+    return output
+
+
 def build_job_body(args: argparse.Namespace) -> dict[str, Any]:
     """The POST /v1/jobs body: the SPEC file (YAML or JSON, '-' for stdin), then the flags."""
     body: dict[str, Any] = {}
@@ -95,6 +110,9 @@ def build_job_body(args: argparse.Namespace) -> dict[str, Any]:
                 body[name]["seq_len"] = args.seq_len
     if args.distill_tokens:
         body["distill"] = {**(body.get("distill") or {}), "tokens": args.distill_tokens}
+    output = _output_flags(args)
+    if output:
+        body["output"] = {**(body.get("output") or {}), **output}
     if args.metadata:
         body["metadata"] = {**(body.get("metadata") or {}), **_parse_pairs(args.metadata, "--meta")}
     if not body:

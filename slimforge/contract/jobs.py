@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from slimforge.compression.configs import KdConfig, MethodConfig
 from slimforge.compression.gguf_export import GGUF_TYPES, GgufType
-from slimforge.compression.methods import available_methods
+from slimforge.contract.checks import check_auto_calibration, check_method, check_names
 from slimforge.contract.inputs import HUB_ID
 from slimforge.contract.inputs import Input as _Input
 from slimforge.contract.texts import CalibrationMixture, EvaluationData, TextData
@@ -155,7 +155,7 @@ class Output(_Input):
     @field_validator("formats", mode="before")
     @classmethod
     def _known_formats(cls, value: Any) -> Any:
-        return _check_names(value, "output.formats", OUTPUT_FORMATS, one_or_list=False)
+        return check_names(value, "output.formats", OUTPUT_FORMATS, one_or_list=False)
 
     @field_validator("gguf_type", mode="before")
     @classmethod
@@ -164,7 +164,7 @@ class Output(_Input):
         value = [value] if isinstance(value, str) else value
         if isinstance(value, list):
             value = [v.lower() if isinstance(v, str) else v for v in value]
-        return _check_names(value, "output.gguf_type", GGUF_TYPES, one_or_list=True)
+        return check_names(value, "output.gguf_type", GGUF_TYPES, one_or_list=True)
 
     @model_validator(mode="after")
     def _consistent_formats(self) -> Output:
@@ -186,35 +186,6 @@ class Output(_Input):
     def wants_gguf(self) -> bool:
         """Whether GGUF files are asked for (formats resolved at submit)."""
         return "gguf" in (self.formats or ())
-
-
-def _check_names(value: Any, field: str, allowed: tuple[str, ...], *, one_or_list: bool) -> Any:
-    """A list of names from ``allowed`` (or, when ``one_or_list``, one name), each once;
-    ValueError naming the field, the value and the allowed names otherwise."""
-    if value is None:
-        return None
-    if one_or_list and isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ValueError(f"{field} must be a list of names from: {', '.join(allowed)}")
-    for item in value:
-        if item not in allowed:
-            raise ValueError(f"{field}: {item!r} is not one of: {', '.join(allowed)}")
-    if len(set(value)) != len(value):
-        raise ValueError(f"{field} = {value} names a value twice")
-    return value
-
-
-def _check_method(value: Any) -> Any:
-    """Turn an unknown method name into a message that lists the available ones."""
-    if isinstance(value, dict):
-        name = value.get("name")
-        known = available_methods()
-        if name is None:
-            raise ValueError(f"'method.name' is required; available methods: {known}")
-        if name not in known:
-            raise ValueError(f"unknown method '{name}'; available methods: {', '.join(known)}")
-    return value
 
 
 class JobCreate(_Input):
@@ -258,14 +229,26 @@ class JobCreate(_Input):
     @field_validator("method", mode="before")
     @classmethod
     def _known_method(cls, value: Any) -> Any:
-        return _check_method(value)
+        return check_method(value)
+
+    @field_validator("calibration", mode="before")
+    @classmethod
+    def _null_is_default(cls, value: Any) -> Any:
+        # ``"calibration": null`` means what leaving it out means: the general mixture.
+        return {"mixture": "general"} if value is None else value
 
     @model_validator(mode="after")
     def _auto_distils(self) -> JobCreate:
         # ``auto`` scores its candidates after a kd probe and always ends with kd: a job
-        # without ``distill`` gets the stage with its defaults (stored, so users see it).
-        if self.method.name == "auto" and self.distill is None:
+        # without ``distill`` gets the stage with its defaults (stored, so users see it), and
+        # a ``distill`` without ``tokens`` draws as much kd text as that default.
+        if self.method.name != "auto":
+            return self
+        if self.distill is None:
             self.distill = KdConfig(tokens=AUTO_KD_TEXT_TOKENS)
+        elif "tokens" not in self.distill.model_fields_set:
+            self.distill = self.distill.model_copy(update={"tokens": AUTO_KD_TEXT_TOKENS})
+        check_auto_calibration(self.calibration)
         return self
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -13,6 +14,10 @@ __all__ = ["CalibrationMixture", "EvaluationData", "TextData"]
 
 # The calibration mixtures a job can name (``calibration.mixture``).
 CalibrationMixture = Literal["general"]
+
+
+# Fields only a Hub dataset reads, with their defaults (``field`` is read by .jsonl files too).
+_DATASET_ONLY = {"config_name": None, "split": "train", "revision": None}
 
 
 class TextData(Input):
@@ -65,11 +70,29 @@ class TextData(Input):
             )
         if self.synthetic_share is not None and self.mixture is None:
             raise ValueError("'synthetic_share' is the sampled share of a 'mixture': give one")
+        self._no_stray_fields()
         if self.dataset is not None and not HUB_ID.match(self.dataset):
             raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
         if self.seq_len > self.max_tokens:
             raise ValueError("'seq_len' must not exceed 'max_tokens'")
         return self
+
+    def _no_stray_fields(self) -> None:
+        """Fields that only a Hub dataset (or a .jsonl file, for ``field``) reads are refused
+        on other sources instead of being ignored."""
+        if self.dataset is not None:
+            return
+        source = "'synthetic'" if self.synthetic else "'mixture'" if self.mixture else "'path'"
+        if self.path is not None:
+            source += f" ({PurePath(self.path).suffix or 'no suffix'} file)"
+        # By value, not by fields set: a stored request (defaults written out) validates again.
+        stray = [f for f, default in _DATASET_ONLY.items() if getattr(self, f) != default]
+        if self.field != "text" and not (self.path or "").lower().endswith(".jsonl"):
+            stray.append("field")
+        if stray:
+            names = ", ".join(repr(f) for f in stray)
+            which = "a Hub 'dataset'" if "field" not in stray else "a 'dataset' or a .jsonl 'path'"
+            raise ValueError(f"{names} applies only to {which}, not to {source}: leave it out")
 
     @property
     def sampled_share(self) -> float:
@@ -125,6 +148,8 @@ class EvaluationData(TextData):
             raise ValueError("'task_folders' given without 'tasks': name the tasks to run")
         if self.dataset is not None and not HUB_ID.match(self.dataset):
             raise ValueError(f"'{self.dataset}' is not a valid Hub dataset id")
+        if self.has_text:
+            self._no_stray_fields()
         if self.seq_len > self.max_tokens:
             raise ValueError("'seq_len' must not exceed 'max_tokens'")
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from slimforge.compression.corpora import ENGLISH_CALIBRATION
@@ -61,3 +62,58 @@ def test_the_mixtures_english_text_is_not_held_out(api: TestClient, auth) -> Non
     held_out = {"path": str(CORPUS / "english-evaluation.txt")}
     status, job = submit(api, auth, body(evaluation=held_out))
     assert status == 202, job
+
+
+def test_null_calibration_is_the_general_mixture_too(api: TestClient, auth) -> None:
+    status, job = submit(api, auth, body(calibration=None))
+    assert status == 202, job
+    assert job["request"]["calibration"]["mixture"] == "general"
+
+
+STRAY = [  # a field only a Hub dataset (or a .jsonl file, for 'field') reads, on another source
+    ({"mixture": "general", "split": "test"}, "'split'", "'mixture'"),
+    ({"synthetic": True, "revision": "v1"}, "'revision'", "'synthetic'"),
+    ({"mixture": "general", "field": "body"}, "'field'", "'mixture'"),
+    ({"path": str(CORPUS / "calibration.txt"), "config_name": "en"}, "'config_name'", "'path'"),
+    ({"path": str(CORPUS / "calibration.txt"), "field": "body"}, "'field'", "'path'"),
+]
+
+
+@pytest.mark.parametrize(("calibration", "field", "source"), STRAY)
+def test_a_field_the_source_does_not_read_is_refused_not_ignored(
+    api: TestClient, auth, calibration: dict[str, Any], field: str, source: str
+) -> None:
+    status, error = submit(api, auth, body(calibration=calibration))
+    assert status == 422, error
+    message = error["error"]["message"]
+    assert field in message and source in message and "leave it out" in message
+
+
+def test_a_jsonl_file_may_name_its_text_field(api: TestClient, auth, tmp_path: Path) -> None:
+    rows = tmp_path / "calib.jsonl"
+    rows.write_text('{"body": "some text to calibrate on"}\n')
+    calibration = {"path": str(rows), "field": "body"}
+    status, job = submit(api, auth, body(calibration=calibration))
+    assert status == 202, job
+    assert job["request"]["calibration"]["field"] == "body"
+
+
+def test_auto_needs_two_calibration_blocks_at_submit(api: TestClient, auth) -> None:
+    calibration = {"mixture": "general", "max_tokens": 600, "seq_len": 512}
+    status, error = submit(api, auth, body(method={"name": "auto"}, calibration=calibration))
+    assert status == 422, error
+    message = error["error"]["message"]
+    assert "calibration.max_tokens = 600" in message and "at least 1024" in message
+    calibration["max_tokens"] = 1024
+    status, job = submit(api, auth, body(method={"name": "auto"}, calibration=calibration))
+    assert status == 202, job
+
+
+def test_auto_with_a_partial_distill_draws_the_default_kd_text(api: TestClient, auth) -> None:
+    """A ``distill`` section without ``tokens`` gets the same kd text as no section at all."""
+    _, plain = submit(api, auth, body(method={"name": "auto"}))
+    _, partial = submit(api, auth, body(method={"name": "auto"}, distill={"learning_rate": 1e-4}))
+    _, given = submit(api, auth, body(method={"name": "auto"}, distill={"tokens": 4096}))
+    tokens = [job["request"]["distill"]["tokens"] for job in (plain, partial, given)]
+    assert tokens[0] == tokens[1] != 4096 and tokens[2] == 4096
+    assert partial["request"]["distill"]["learning_rate"] == 1e-4

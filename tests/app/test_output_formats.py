@@ -112,23 +112,30 @@ def test_a_gguf_input_gets_its_own_type_back_unless_the_result_is_low_rank(
     assert stored["gguf_type"] == ["q4_0"] and job["metrics"] == {}  # asked for
 
 
+ASKED_BY = {  # the output section that asks for GGUF -> the field a refusal must name
+    "formats": ({"formats": ["safetensors", "gguf"]}, "output.formats"),
+    "gguf_type": ({"gguf_type": "q8_0"}, "output.gguf_type"),
+}
+
+
+@pytest.mark.parametrize("asked_by", ASKED_BY)
 @pytest.mark.parametrize("spec", method_specs(), ids=lambda spec: spec.name)
 def test_gguf_is_refused_for_a_method_whose_result_is_not_a_standard_architecture(
-    api: TestClient, auth, text_files, tiny_model: Path, spec: Any
+    api: TestClient, auth, text_files, tiny_model: Path, spec: Any, asked_by: str
 ) -> None:
     # auto on the tiny model: minitron's default widths miss it, so only low-rank candidates
     method = {"minitron": MINITRON, "auto": {"name": "auto", "architecture": "any"}}.get(
         spec.name, {"name": spec.name}
     )
     config = spec.config_class.model_validate(method)
-    output = {"formats": ["safetensors", "gguf"]}
+    output, field = ASKED_BY[asked_by]
     r = _post(api, auth(), text_files, tiny_model, method=method, output=output)
     if config.standard_architecture():
         assert r.status_code == 202, r.text
         return
     assert r.status_code == 422
     error = r.json()["error"]
-    assert error["details"]["field"] == "output.formats"
+    assert error["details"]["field"] == field and error["message"].startswith(field)
     assert "low-rank" in error["message"] and "llama.cpp does not know" in error["message"]
     assert "minitron" in error["message"] and "['safetensors']" in error["message"]
 
@@ -142,7 +149,7 @@ def test_gguf_is_refused_for_an_architecture_the_converter_does_not_know(
     (folder / "config.json").write_text(json.dumps(config))
     output = {"gguf_type": "f16"}
     r = _post(api, auth(), text_files, folder, method=MINITRON, output=output)
-    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "output.formats"
+    assert r.status_code == 422 and r.json()["error"]["details"]["field"] == "output.gguf_type"
     assert "does not know the architecture NoSuchForCausalLM" in r.json()["error"]["message"]
 
 

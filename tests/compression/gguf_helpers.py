@@ -78,6 +78,15 @@ def hf_greedy(model: torch.nn.Module, prompt: list[int], n_new: int) -> list[int
 
 
 @torch.no_grad()
+def round_matrices_to_f16(model: torch.nn.Module) -> None:
+    """Round ``model``'s matrices (every parameter of 2 or more dimensions) to float16 values in
+    place, as llama.cpp's converter writes them into an f16 GGUF (norm vectors stay float32)."""
+    for p in model.parameters():
+        if p.dim() >= 2:
+            p.copy_(p.half().float())
+
+
+@torch.no_grad()
 def hf_logits(model: torch.nn.Module, tokens: list[int]) -> np.ndarray:
     """Logits [len(tokens), vocab] of a transformers model, float32."""
     return model(input_ids=torch.tensor([tokens])).logits[0].float().numpy()

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from slimforge.compression import compress, count_parameters, resolve_target
 from slimforge.compression.evaluation import fidelity
-from slimforge.compression.methods.auto.config import AutoConfig
+from slimforge.compression.methods.auto.config import AutoConfig, candidate_config
 from slimforge.compression.methods.auto.method import kd_tokens_for, split_blocks
 from slimforge.compression.progress import NullReporter
 from tests.compression.helpers import correlated_blocks, tiny_llama
@@ -39,7 +39,9 @@ def _run(config: AutoConfig) -> tuple[torch.nn.Module, Any, Events, torch.nn.Mod
 
 
 def test_the_winner_has_the_lowest_kl_and_replaces_the_model_in_place() -> None:
-    config = AutoConfig(architecture="any", candidates=["mlp", "svd", "lillama"], **FAST)
+    config = AutoConfig(
+        architecture="any", candidates=["mlp", "svd", "lillama"], rebuild=False, **FAST
+    )
     model, result, events, teacher, blocks = _run(config)
     rows = {r["name"]: r for r in result.details["candidates"]}
     # The tiny model's widths are not multiples of minitron's defaults: refused, with why.
@@ -58,6 +60,25 @@ def test_the_winner_has_the_lowest_kl_and_replaces_the_model_in_place() -> None:
     assert f"auto: chose {best['name']}" in messages
     assert sum(m.startswith("auto: candidate") for m in messages) == 3
     assert result.details["kd_tokens"] > 0 and result.details["kd_tokens"] % (4 * 16) == 0
+
+
+def test_the_winner_is_rebuilt_on_all_the_calibration_text_as_a_hand_picked_run() -> None:
+    """By default the winner is built again from the original on every calibration block: the
+    model is then exactly what compressing with the winner's own method gives."""
+    config = AutoConfig(architecture="any", candidates=["svd", "lillama"], **FAST)
+    model, result, _, teacher, blocks = _run(config)
+    winner = result.details["winner"]
+    assert result.details["rebuilt"] is True
+    row = next(r for r in result.details["candidates"] if r["name"] == winner)
+    assert row["rebuild_seconds"] > 0
+    by_hand = copy.deepcopy(teacher)
+    cfg = candidate_config(winner)
+    compress(by_hand, cfg, blocks=blocks, target_params=resolve_target(
+        count_parameters(teacher), ratio=0.8))  # fmt: skip
+    mine, theirs = model.state_dict(), by_hand.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        torch.testing.assert_close(tensor, theirs[name], msg=name)
 
 
 def test_candidates_over_the_budget_are_skipped_but_one_always_runs() -> None:

@@ -30,8 +30,9 @@ def test_an_auto_job_names_its_candidates_and_winner(
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
     assert job["request"]["distill"]["name"] == "kd"  # added, and shown
     factory = api.app.state.session_factory  # type: ignore[attr-defined]
-    assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
+    status = run_job(settings=settings, session_factory=factory, job_id=job_id)
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
+    assert status == "succeeded", job["error"]
     details = job["metrics"]["method_details"]
     assert details["winner"] == "svd"
     assert [r["status"] for r in details["candidates"]] == ["refused", "scored"]
@@ -42,6 +43,7 @@ def test_an_auto_job_names_its_candidates_and_winner(
     card = api.get(f"/v1/jobs/{job_id}/artifacts/README.md", headers=h)
     assert card.status_code == 200
     assert "How the pipeline was chosen (`auto`)" in card.text and "| svd |" in card.text
+    assert "built again from the original model on all the calibration text" in card.text
 
 
 def test_auto_refuses_a_target_no_candidate_reaches_at_submit(

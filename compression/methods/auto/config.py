@@ -96,6 +96,13 @@ class AutoConfig(MethodParameters):
         description="Calibration tokens held back (the last blocks, at most a quarter) to "
         "score candidates; never trained on by the probes.",
     )
+    rebuild: bool = Field(
+        default=True,
+        description="Build the winner again from the original model on all the calibration "
+        "text (the held-back blocks too), so that it is exactly the pipeline a user picking "
+        "it by hand would get; off: keep the probed candidate (its probe's kd included). "
+        "Costs the winner's method time once more.",
+    )
 
     @model_validator(mode="after")
     def _allowed(self) -> AutoConfig:

@@ -118,11 +118,15 @@ class AutoMethod(Method[AutoConfig]):
             self._plan(model, config, target_params)  # the reason none could be built
             raise ValueError("auto: no candidate pipeline could be built for this model")
         _, student, result, row = best
-        # The Method contract modifies ``model`` in place. The winner has another shape (and
-        # a probe's worth of kd already), so ``model`` takes its state whole rather than
-        # rebuilding it: same class (a deep copy of ``model``), so every attribute carries over.
-        vars(model).clear()
-        vars(model).update(vars(student))
+        if config.rebuild:
+            del student, best  # free the candidate before building the winner again
+            result = self._rebuild(model, row, blocks, target_params, reporter)
+        else:
+            # The Method contract modifies ``model`` in place. The winner has another shape
+            # (and a probe's worth of kd already), so ``model`` takes its state whole: same
+            # class (a deep copy of ``model``), so every attribute carries over.
+            vars(model).clear()
+            vars(model).update(vars(student))
         spent = time.monotonic() - start
         kd_seconds = max(0.0, config.max_minutes * 60 - spent)
         details = dict(result.details)
@@ -131,6 +135,7 @@ class AutoMethod(Method[AutoConfig]):
             winner_method=row["method"],
             reason=f"lowest KL(teacher ‖ student) on {held.numel():,} held-back calibration "
             f"tokens after a {probe.tokens:,}-token kd probe",
+            rebuilt=config.rebuild,
             candidates=rows,
             probe_tokens=probe.tokens,
             score_tokens=int(held.numel()),
@@ -147,6 +152,22 @@ class AutoMethod(Method[AutoConfig]):
             tokens_used=int(blocks.numel()),
             details=details,
         )
+
+    @staticmethod
+    def _rebuild(
+        model: nn.Module,
+        row: dict[str, Any],
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter,
+    ) -> MethodResult:
+        """Compress ``model`` (the original) in place with the winner's method on all
+        ``blocks``; the row records the time."""
+        t0 = time.monotonic()
+        cfg = candidate_config(row["name"])
+        result = compress(model, cfg, blocks=blocks, target_params=target_params, reporter=reporter)
+        row["rebuild_seconds"] = round(time.monotonic() - t0, 3)
+        return result
 
     def _candidate(
         self,

@@ -102,6 +102,23 @@ class MinitronConfig(MethodParameters):
         "(training-free; one more forward pass, and intermediate_size² float64 numbers per "
         "layer in memory). Dense models whose hidden size is kept; ignored otherwise.",
     )
+    refit_max_gib: float = Field(
+        default=8.0,
+        gt=0.0,
+        le=4096.0,
+        description="Most memory (GiB) the refit's input Grams may take (layers x "
+        "intermediate_size² x 8 bytes: 0.6 GiB for SmolLM2-135M, 49 GiB for a Llama-3-8B); "
+        "over it the refit is skipped, with a warning event.",
+    )
+    refit_ridge: float = Field(
+        default=1e-3,
+        ge=0.0,
+        le=1000.0,
+        description="Ridge term of the refit, relative to the mean activation energy of the "
+        "kept neurons. It pulls the refit toward the kept neurons' original weights: larger "
+        "stays closer to plain pruning (and to the source's domain), smaller reproduces the "
+        "calibration text's MLP output more closely.",
+    )
 
     @model_validator(mode="after")
     def _axes_unique(self) -> MinitronConfig:

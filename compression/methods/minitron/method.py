@@ -161,13 +161,26 @@ class MinitronMethod(Method[MinitronConfig]):
         )
         grams = None
         if config.refit and "mlp" in config.axes and arch.experts == 0:
-            grams, _ = collect_input_grams(
-                model, measure, down_projection_names(model), batch_size=config.batch_size
-            )
+            gram_bytes = arch.layers * arch.intermediate**2 * 8  # float64, one per block
+            if gram_bytes <= config.refit_max_gib * 2**30:
+                grams, _ = collect_input_grams(
+                    model, measure, down_projection_names(model), batch_size=config.batch_size
+                )
+            else:
+                reporter.event(
+                    f"refit skipped: its input Grams would take {gram_bytes / 2**30:.1f} GiB, "
+                    f"over refit_max_gib = {config.refit_max_gib:g}",
+                    level="warning",
+                    data={"gram_bytes": gram_bytes, "refit_max_gib": config.refit_max_gib},
+                )
 
         def pruned(target: nn.Module, shape: Arch, layers: list[int]) -> None:
             refits = (
-                {} if grams is None else refit_down_weights(model, grams, importance, shape, layers)
+                {}
+                if grams is None
+                else refit_down_weights(
+                    model, grams, importance, shape, layers, ridge=config.refit_ridge
+                )
             )
             prune_model(target, shape, importance, layers=layers)
             apply_refit(target, refits, layers)
