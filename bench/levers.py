@@ -6,12 +6,15 @@
 A row is ``<method>[:k=v,...][@data][+kd[:k=v,...]]``:
 
 - method: svd, lillama, minitron, width, mlp, depth (see ``quality.METHODS``) with minitron
-  options ``refit`` (0/1) and ``ridge`` (``refit_ridge``), or auto (option ``rebuild``, 0/1);
+  options ``refit`` (0/1), ``seq`` (``refit_sequential``, 0/1) and ``ridge``
+  (``refit_ridge``), or auto (option ``rebuild``, 0/1);
 - data: the calibration and kd text, ``english`` (default), ``mix`` (the service's default:
   English + teacher-sampled), ``synthetic`` (teacher-sampled only) or ``python`` (the language
   reference, one domain); sampled text is cached under ``.cache/bench-synthetic``;
 - kd options: ``lr`` (peak learning rate), ``T`` (temperature), ``top_k`` (cached teacher
-  logits), ``ce`` (cross-entropy share), ``tokens``, ``batch``, ``warmup``.
+  logits), ``ce`` (cross-entropy share), ``hidden`` (weight of Minitron's intermediate-state
+  loss), ``tokens``, ``batch``, ``warmup``. kd trains on the calibration text, as in the
+  service, cycling over it when it asks for more tokens.
 
 Rows with the same method, options and data share one compressed student (kd runs on copies),
 so a table of kd levers costs one compression. Every row is measured in the same way
@@ -47,12 +50,14 @@ KD_KEYS = {
     "tokens": ("tokens", int),
     "batch": ("batch_size", int),
     "warmup": ("warmup_fraction", float),
+    "hidden": ("hidden_weight", float),
 }
 # Every method a row may name: quality's, and auto with its defaults (option ``rebuild``).
 ALL_METHODS: dict[str, Any] = {**METHODS, "auto": AutoConfig()}
 METHOD_KEYS = {
     "refit": ("refit", lambda v: v not in ("0", "false")),
     "ridge": ("refit_ridge", float),
+    "seq": ("refit_sequential", lambda v: v not in ("0", "false")),
     "rebuild": ("rebuild", lambda v: v not in ("0", "false")),
 }
 
@@ -97,7 +102,7 @@ class Lab:
         self.students: dict[str, tuple[torch.nn.Module, float]] = {}
 
     def blocks(self, kind: str, tokens: int, seed: int) -> torch.Tensor:
-        """[n, seq_len] calibration (seed 0) or kd (seed 1) blocks of one source."""
+        """[n, seq_len] calibration blocks of one source (sampling seeded by ``seed``)."""
         if (kind, seed) not in self.data:
             from quality import data_blocks
 
@@ -139,7 +144,8 @@ class Lab:
             return f"| {spec} | {params:,} | {cells} | {method_s:.0f} | - | - |"
         kd = KdConfig(**{"tokens": self.args.kd_tokens, **kd_opts})
         student = copy.deepcopy(base)
-        kd_blocks = self.blocks(data, max(self.args.kd_tokens, kd.tokens), seed=1)
+        # kd reads the calibration text, as in the service (cycling over it for more tokens).
+        kd_blocks = self.blocks(data, self.args.calib_tokens, seed=0)
         t0 = time.monotonic()
         cache = teacher_topk(self.teacher, kd_blocks, k=kd.top_k) if kd.top_k else None
         result = distill_logits(student, kd_blocks, kd, teacher=None if cache else self.teacher,
@@ -173,7 +179,8 @@ def main() -> None:
     print("\ncommand: " + " ".join(["python", *sys.argv]))
     print(f"commit: {commit}; {machine_line()}")
     print(f"target {args.ratio:.0%} of the parameters; method calibration {args.calib_tokens:,} "
-          f"tokens, kd {args.kd_tokens:,} tokens unless the row says; sequence {args.seq_len}; "
+          f"tokens, kd {args.kd_tokens:,} tokens (over the same text) unless the row says; "
+          f"sequence {args.seq_len}; "
           f"evaluation {args.eval_tokens:,} tokens of each text; teacher perplexity: "
           + ", ".join(f"{k} {v:.3f}" for k, v in teacher.items()))  # fmt: skip
     print(

@@ -162,31 +162,10 @@ def general_calibration(
     )
 
 
-def general_calibration_blocks(
-    model: nn.Module,
-    tokenizer: Any,
-    *,
-    tokens: int,
-    seq_len: int,
-    seed: int = 0,
-    synthetic_share: float = 0.5,
-    english_path: Path | None = None,
-    cache_dir: Path | None = None,
-    reporter: Reporter | None = None,
-) -> torch.Tensor:
+def general_calibration_blocks(model: nn.Module, tokenizer: Any, **options: Any) -> torch.Tensor:
     """LongTensor [tokens // seq_len, seq_len] of the general-purpose calibration mixture:
     general English and text sampled from ``model`` (chat-formatted for a tokenizer with a
     chat template), ``synthetic_share`` of the blocks sampled (0: English only, 1: sampled
-    only), the two interleaved evenly. See :func:`general_calibration` for the arguments and
-    errors; this returns its ``blocks``."""
-    return general_calibration(
-        model,
-        tokenizer,
-        tokens=tokens,
-        seq_len=seq_len,
-        seed=seed,
-        synthetic_share=synthetic_share,
-        english_path=english_path,
-        cache_dir=cache_dir,
-        reporter=reporter,
-    ).blocks
+    only), the two interleaved evenly. :func:`general_calibration`'s ``blocks``: see it for the
+    keyword ``options`` (``tokens`` and ``seq_len`` required) and the errors."""
+    return general_calibration(model, tokenizer, **options).blocks

@@ -40,6 +40,22 @@ def train_sentencepiece(dest: Path, vocab_size: int) -> bytes:
     return buffer.getvalue()
 
 
+def _two_layer_config(vocab_size: int, *, hidden: int, **extra: float) -> LlamaConfig:
+    """A 2-layer GQA Llama config (MLP twice as wide as ``hidden``, untied head, BOS 1, EOS 2)."""
+    return LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=vocab_size,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        **extra,
+    )
+
+
 def tiny_gguf_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     """A 2-layer Llama whose rows fit llama.cpp's k-quant super-blocks (256 values).
 
@@ -48,18 +64,7 @@ def tiny_gguf_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     decoding is decided by the weights, not by float rounding.
     """
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=vocab_size,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    model = LlamaForCausalLM(_two_layer_config(vocab_size, hidden=256)).eval()
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, 0.3)
     return model.half().float()
@@ -147,16 +152,9 @@ def save_gguf_ready_llama(folder: Path, *, vocab_size: int = 512, seed: int = 0)
     (folder / "tokenizer.model").unlink()  # the job saves what transformers loads: the JSON
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=vocab_size,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
+    cfg = _two_layer_config(
+        vocab_size,
+        hidden=64,
         # Weights 10x the default and a wide output head: the blocks (not the embedding's
         # residual path) decide the peaked next-token distribution, as in a trained model, so
         # that pruning or quantising moves the perplexity measurably (a 25 % cut of one MLP:

@@ -102,6 +102,14 @@ class MinitronConfig(MethodParameters):
         "(training-free; one more forward pass, and intermediate_size² float64 numbers per "
         "layer in memory). Dense models whose hidden size is kept; ignored otherwise.",
     )
+    refit_sequential: bool = Field(
+        default=True,
+        description="Refit the blocks bottom-up on the pruned model's own activations, "
+        "against the original blocks' outputs, so each MLP also makes up for the error the "
+        "pruned blocks below it left (SparseGPT's sequential order; about two more passes over "
+        "the calibration text, for the chosen shape; candidates are ranked with the plain "
+        "refit). Off: every block from the original's activations.",
+    )
     refit_max_gib: float = Field(
         default=8.0,
         gt=0.0,

@@ -36,6 +36,7 @@ from slimforge.compression.pruning.refit import (
     refit_down_weights,
 )
 from slimforge.compression.pruning.search import search_space
+from slimforge.compression.pruning.sequential_refit import sequential_refit
 
 __all__ = ["MinitronMethod", "pick_candidates", "removed_importance"]
 
@@ -174,7 +175,10 @@ class MinitronMethod(Method[MinitronConfig]):
                     data={"gram_bytes": gram_bytes, "refit_max_gib": config.refit_max_gib},
                 )
 
-        def pruned(target: nn.Module, shape: Arch, layers: list[int]) -> None:
+        # The sequential refit compares with the unpruned model, which the final prune edits.
+        original = copy.deepcopy(model) if grams is not None and config.refit_sequential else None
+
+        def pruned(target: nn.Module, shape: Arch, layers: list[int], final: bool) -> None:
             refits = (
                 {}
                 if grams is None
@@ -184,6 +188,10 @@ class MinitronMethod(Method[MinitronConfig]):
             )
             prune_model(target, shape, importance, layers=layers)
             apply_refit(target, refits, layers)
+            # Candidates are ranked with the plain refit (cheaper); the chosen one gets both.
+            if final and original is not None and refits:
+                sequential_refit(original, target, measure, layers, ridge=config.refit_ridge,
+                                 batch_size=config.batch_size, reporter=reporter)  # fmt: skip
 
         chosen = pick_candidates(arch, candidates, importance, config.max_candidates)
         scored: list[dict[str, Any]] = []
@@ -194,7 +202,7 @@ class MinitronMethod(Method[MinitronConfig]):
                 importance.layers, cand.arch.layers, contiguous=config.contiguous_layers
             )
             trial = copy.deepcopy(model)
-            pruned(trial, cand.arch, layers)
+            pruned(trial, cand.arch, layers, final=False)
             ppl = perplexity(trial, search)
             del trial
             row = {
@@ -208,7 +216,7 @@ class MinitronMethod(Method[MinitronConfig]):
                 best = (ppl, cand, layers)
         assert best is not None
         _, cand, layers = best
-        pruned(model, cand.arch, layers)
+        pruned(model, cand.arch, layers, final=True)
         after = count_parameters(model)
         reporter.event("pruned", data={**cand.describe(), "kept_layers": layers})
         return MethodResult(
@@ -222,5 +230,6 @@ class MinitronMethod(Method[MinitronConfig]):
                 "candidates": scored,
                 "candidates_found": len(candidates),
                 "refit": grams is not None,
+                "refit_sequential": original is not None,
             },
         )
