@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from gpu_common import Row, at_least, gib, peak_memory, reset_peak_memory, sync, weight_bytes
+from gpu_report import OutOfTime
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlamaForCausalLM
@@ -105,33 +106,54 @@ def lillama_streamed(
 
     Block training tokens/s and its share of ``peak`` cover whole ``train_block`` calls (the
     steps plus the loss passes before and after), from the third trained block on; the FLOPs of
-    one such call are counted on the second. Raises RuntimeError with fewer than 3 trained
-    blocks (nothing to time).
+    one such call are counted on the second. When the time guard interrupts the job after three
+    or more trained blocks, those blocks are reported (the total then covers only them).
+    Raises RuntimeError with fewer than 3 trained blocks (nothing to time).
     """
     student = copy.deepcopy(model)
     config = LillamaConfig(batch_size=batch_size)
     target = resolve_target(count_parameters(student), ratio=ratio)
     reset_peak_memory(device)
     t0 = time.perf_counter()
+    note = f"{blocks.numel():,} calibration tokens"
     with timed_block_training(device) as calls:
-        compress(student, config, blocks=blocks, target_params=target, device=device)
+        try:
+            compress(student, config, blocks=blocks, target_params=target, device=device)
+        except OutOfTime:  # the guard: every measure but the total holds per block
+            if len(calls) < 3:
+                raise
+            note += f"; cut by the time guard after {len(calls)} trained blocks"
     sync(device)
     seconds = time.perf_counter() - t0
-    peak_bytes = peak_memory(device)
-    timed = calls[2:]
-    if len(calls) < 3 or calls[1].flops is None:
+    if len(calls) < 3:
         raise RuntimeError(f"lillama trained {len(calls)} blocks: 3 or more are needed to time")
+    return _lillama_rows(
+        model, blocks[:batch_size], calls, seconds, note, peak_memory(device), peak, device
+    )
+
+
+def _lillama_rows(
+    model: LlamaForCausalLM,
+    batch: torch.Tensor,
+    calls: list[BlockCall],
+    seconds: float,
+    note: str,
+    peak_bytes: float | None,
+    peak: float,
+    device: torch.device,
+) -> list[Row]:
+    timed = calls[2:]
+    assert calls[1].flops is not None  # counted on the second call
     train_seconds = sum(c.seconds for c in timed)
     tokens = sum(c.steps * c.step_tokens for c in timed)
     share = 100 * calls[1].flops * len(timed) / train_seconds / peak
     layer = model.model.layers[0]
-    batch = blocks[:batch_size]
     hidden_bytes = batch.numel() * model.config.hidden_size * next(model.parameters()).itemsize
     part = "lillama, streamed"
     return [
-        Row(part, LILLAMA_MEASURES[0], seconds, "s", f"{blocks.numel():,} calibration tokens"),
+        Row(part, LILLAMA_MEASURES[0], seconds, "s", note),
         Row(part, LILLAMA_MEASURES[1], tokens / train_seconds, "tokens/s",
-            f"{len(timed)} blocks, {sum(c.steps for c in timed)} steps"),
+            f"{len(timed)} block(s), {sum(c.steps for c in timed)} steps"),
         Row(part, LILLAMA_MEASURES[2], share, "%", f"{calls[1].flops / 1e12:.3f} TFLOP per block",
             "goal ≥ 40 %", at_least(share, 40.0) if device.type == "cuda" else ""),
         Row(part, LILLAMA_MEASURES[3], None if peak_bytes is None else gib(peak_bytes), "GiB",

@@ -126,3 +126,41 @@ def test_slice_gguf_keeps_the_first_layers_byte_for_byte(tmp_path: Path, bench_p
         np.testing.assert_array_equal(data.reshape(tensors[name].shape), tensors[name])
     with pytest.raises(ValueError, match="has 3 layers"):
         slice_gguf(source, tmp_path / "too-many.gguf", 4)
+
+
+def test_streamed_lillama_cut_by_the_guard_reports_its_blocks(
+    bench_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gpu_speed
+    import torch
+    from gpu_common import SHAPE_TINY, random_llama
+    from gpu_report import OutOfTime
+
+    real = gpu_speed.lillama_method.train_block
+
+    def guard_fires_at_block(n: int) -> None:
+        """The guard's alarm goes off as lillama starts training its n-th block."""
+        calls: list[int] = []
+
+        def train_block(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == n:
+                raise OutOfTime
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(gpu_speed.lillama_method, "train_block", train_block)
+
+    cpu = torch.device("cpu")
+    shape = {**SHAPE_TINY, "num_hidden_layers": 6}
+    model = random_llama(shape, dtype=torch.float32, device=cpu)
+    blocks = torch.randint(0, shape["vocab_size"], (8, 32), generator=torch.Generator())
+    guard_fires_at_block(4)
+    rows = gpu_speed.lillama_streamed(model, blocks, device=cpu, batch_size=4, ratio=0.8, peak=1e9)
+    assert [r.measure for r in rows] == list(gpu_speed.LILLAMA_MEASURES)
+    assert "cut by the time guard after 3 trained blocks" in rows[0].text
+    assert rows[1].text == "1 block(s), 2 steps"  # the third block alone is timed
+    assert rows[1].value is not None and rows[1].value > 0
+    # Too few blocks to time: the interruption goes on to the guard.
+    guard_fires_at_block(2)
+    with pytest.raises(OutOfTime):
+        gpu_speed.lillama_streamed(model, blocks, device=cpu, batch_size=4, ratio=0.8, peak=1e9)
