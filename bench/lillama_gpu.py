@@ -22,52 +22,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import torch
+from gpu_common import SHAPE_1B, SHAPE_TINY, matmul_peak, random_llama
+from gpu_common import sync as _sync
 from torch.utils.flop_counter import FlopCounterMode
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from slimforge.compression import compress, count_parameters, resolve_target
 from slimforge.compression.configs import LillamaConfig
 from slimforge.compression.distill.blockwise import train_block
 from slimforge.compression.distill.streaming import capture_layer_inputs
-
-# TinyLlama-1.1B's shape: 22 layers, hidden 2048, MLP 5632, 32 heads / 4 KV heads.
-SHAPE_1B = {
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "vocab_size": 32000,
-}
-SHAPE_TINY = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "vocab_size": 256,
-}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    """Measured FLOP/s of an n x n x n matmul in ``dtype`` (best of 10 timed runs)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(10):
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
 
 
 def main() -> None:
@@ -85,8 +47,7 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     shape = SHAPE_TINY if args.tiny else SHAPE_1B
     seq_len = min(args.seq_len, 64) if args.tiny else args.seq_len
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**shape)).to(device, dtype).eval()
+    model = random_llama(shape, dtype=dtype, device=device)
     total = count_parameters(model)
     blocks = torch.randint(0, shape["vocab_size"], (max(1, args.tokens // seq_len), seq_len))
     peak = matmul_peak(device, dtype, 256 if args.tiny else 8192)
