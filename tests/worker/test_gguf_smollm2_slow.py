@@ -31,9 +31,9 @@ from tests.compression.gguf_helpers import (
     decided_steps,
     hf_greedy,
     hf_logits,
-    round_matrices_to_f16,
     llama_greedy,
     llama_logits,
+    round_matrices_to_f16,
     top2_gaps,
 )
 from tests.compression.test_smollm2_slow import GGUF, smollm2_dir

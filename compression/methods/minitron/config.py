@@ -103,12 +103,14 @@ class MinitronConfig(MethodParameters):
         "layer in memory). Dense models whose hidden size is kept; ignored otherwise.",
     )
     refit_sequential: bool = Field(
-        default=True,
+        default=False,
         description="Refit the blocks bottom-up on the pruned model's own activations, "
         "against the original blocks' outputs, so each MLP also makes up for the error the "
         "pruned blocks below it left (SparseGPT's sequential order; about two more passes over "
         "the calibration text, for the chosen shape; candidates are ranked with the plain "
-        "refit). Off: every block from the original's activations.",
+        "refit). Off (default): every block from the original's activations. Measured worse "
+        "on SmolLM2 at -20 % (docs/BENCHMARKS.md, lever table), so off until its target "
+        "includes the residual stream.",
     )
     refit_max_gib: float = Field(
         default=8.0,
