@@ -31,6 +31,10 @@ Stage = Literal[
 ]
 # Distinct kd text an ``auto`` job draws when it has no ``distill`` section (kd cycles over it).
 AUTO_KD_TEXT_TOKENS = 32768
+# kd's peak learning rate under ``auto`` unless ``distill`` sets one: its kd runs for minutes,
+# a few dozen steps, where 2e-4 beat kd's general default of 5e-5 in two lever runs on SmolLM2
+# (docs/BENCHMARKS.md, lever table: English x1.428 vs x1.452 after 8,192 kd tokens).
+AUTO_KD_LEARNING_RATE = 2e-4
 # Precisions an artifact can be saved in (``output.dtype``).
 ArtifactDtype = Literal["float32", "float16", "bfloat16"]
 # What an artifact holds (``output.formats``): the Hugging Face folder, and GGUF files beside it.
@@ -240,14 +244,14 @@ class JobCreate(_Input):
     @model_validator(mode="after")
     def _auto_distils(self) -> JobCreate:
         # ``auto`` scores its candidates after a kd probe and always ends with kd: a job
-        # without ``distill`` gets the stage with its defaults (stored, so users see it), and
-        # a ``distill`` without ``tokens`` draws as much kd text as that default.
+        # without ``distill`` gets the stage with auto's defaults (stored, so users see it):
+        # as much kd text, and a learning rate for a short run, unless ``distill`` sets them.
         if self.method.name != "auto":
             return self
-        if self.distill is None:
-            self.distill = KdConfig(tokens=AUTO_KD_TEXT_TOKENS)
-        elif "tokens" not in self.distill.model_fields_set:
-            self.distill = self.distill.model_copy(update={"tokens": AUTO_KD_TEXT_TOKENS})
+        given = self.distill.model_fields_set if self.distill is not None else set()
+        defaults = {"tokens": AUTO_KD_TEXT_TOKENS, "learning_rate": AUTO_KD_LEARNING_RATE}
+        update = {k: v for k, v in defaults.items() if k not in given}
+        self.distill = (self.distill or KdConfig()).model_copy(update=update)
         check_auto_calibration(self.calibration)
         return self
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from slimforge.compression.corpora import ENGLISH_CALIBRATION
+from slimforge.contract.jobs import AUTO_KD_LEARNING_RATE
 from tests.builders import SMOLLM2_HUB
 
 CORPUS = Path(__file__).resolve().parents[2] / "data" / "corpus"
@@ -116,4 +117,5 @@ def test_auto_with_a_partial_distill_draws_the_default_kd_text(api: TestClient, 
     _, given = submit(api, auth, body(method={"name": "auto"}, distill={"tokens": 4096}))
     tokens = [job["request"]["distill"]["tokens"] for job in (plain, partial, given)]
     assert tokens[0] == tokens[1] != 4096 and tokens[2] == 4096
-    assert partial["request"]["distill"]["learning_rate"] == 1e-4
+    rates = [job["request"]["distill"]["learning_rate"] for job in (plain, partial, given)]
+    assert rates == [AUTO_KD_LEARNING_RATE, 1e-4, AUTO_KD_LEARNING_RATE]
