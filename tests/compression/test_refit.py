@@ -12,6 +12,7 @@ from slimforge.compression import compress, count_parameters, resolve_target
 from slimforge.compression.calibration import collect_input_grams
 from slimforge.compression.configs import MinitronConfig
 from slimforge.compression.evaluation import fidelity
+from slimforge.compression.methods.minitron.method import REFIT_TOKENS_PER_NEURON
 from slimforge.compression.progress import NullReporter
 from slimforge.compression.pruning.refit import down_projection_names, refit_weight
 from tests.compression.helpers import correlated_blocks, tiny_llama
@@ -35,7 +36,7 @@ def test_refit_weight_equals_least_squares_on_the_activations() -> None:
 
 def test_minitron_with_refit_follows_the_teacher_better() -> None:
     teacher = tiny_llama(0, 2).eval()
-    blocks = correlated_blocks(16, 32)
+    blocks = correlated_blocks(24, 32)
     target = resolve_target(count_parameters(teacher), ratio=0.8)
     kl = {}
     for refit in (False, True):
@@ -67,7 +68,7 @@ def test_a_refit_over_its_memory_budget_is_skipped_with_a_warning() -> None:
     """The Grams of the tiny model (2 blocks x 128² x 8 bytes = 256 KiB) over a 0.0001 GiB
     budget: no refit, the same student as with refit off, and a warning that says why."""
     teacher = tiny_llama(0, 2).eval()
-    blocks = correlated_blocks(16, 32)
+    blocks = correlated_blocks(24, 32)
     target = resolve_target(count_parameters(teacher), ratio=0.8)
     students = []
     events = _Events()
@@ -93,3 +94,17 @@ def test_the_ridge_pulls_the_refit_toward_the_original_weights() -> None:
     keep = torch.arange(0, 12, 2)
     gaps = [(refit_weight(w, gram, keep, ridge=r) - w[:, keep]).norm() for r in (1e-4, 1e-1, 1e4)]
     assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3 * gaps[0]
+
+
+def test_a_refit_with_too_few_tokens_per_neuron_is_skipped_with_a_warning() -> None:
+    """128 neurons need 4 x 128 = 512 measured tokens; 8 blocks of 32 (4 held for the search)
+    measure 128."""
+    teacher = tiny_llama(0, 2).eval()
+    target = resolve_target(count_parameters(teacher), ratio=0.8)
+    events = _Events()
+    config = MinitronConfig(axes=["mlp"], mlp_multiple=8, search_tokens=128)
+    result = compress(copy.deepcopy(teacher), config, blocks=correlated_blocks(8, 32),
+                      target_params=target, reporter=events)  # fmt: skip
+    assert result.details["refit"] is False
+    (warning,) = [m for level, m, _ in events.events if level == "warning"]
+    assert f"fewer than {REFIT_TOKENS_PER_NEURON} per neuron" in warning and "512" in warning

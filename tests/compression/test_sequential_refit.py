@@ -87,7 +87,7 @@ def test_a_student_of_another_hidden_size_is_refused() -> None:
 
 def test_minitron_refits_sequentially_when_asked() -> None:
     teacher = tiny_llama(0, 2).eval()
-    blocks = correlated_blocks(16, 32)
+    blocks = correlated_blocks(24, 32)
     target = resolve_target(count_parameters(teacher), ratio=0.8)
     kl = {}
     for sequential in (False, True):

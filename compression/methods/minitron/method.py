@@ -38,7 +38,13 @@ from slimforge.compression.pruning.refit import (
 from slimforge.compression.pruning.search import search_space
 from slimforge.compression.pruning.sequential_refit import sequential_refit
 
-__all__ = ["MinitronMethod", "pick_candidates", "removed_importance"]
+__all__ = ["REFIT_TOKENS_PER_NEURON", "MinitronMethod", "pick_candidates", "removed_importance"]
+
+# The refit solves intermediate_size unknowns per output from the measured tokens. On SmolLM2
+# (1,536 neurons) 6,144 tokens made it a large gain (docs/BENCHMARKS.md, lever table) and 1,536
+# made the pruned model much worse (perplexity 96 against 55 without it: the slow GGUF test's
+# job, 2026-11-30): below this many tokens per neuron it is skipped.
+REFIT_TOKENS_PER_NEURON = 4
 
 
 def removed_importance(arch: Arch, shape: Arch, importance: Importance) -> float:
@@ -163,7 +169,17 @@ class MinitronMethod(Method[MinitronConfig]):
         grams = None
         if config.refit and "mlp" in config.axes and arch.experts == 0:
             gram_bytes = arch.layers * arch.intermediate**2 * 8  # float64, one per block
-            if gram_bytes <= config.refit_max_gib * 2**30:
+            too_little = measure.numel() < REFIT_TOKENS_PER_NEURON * arch.intermediate
+            if too_little:
+                reporter.event(
+                    f"refit skipped: {measure.numel():,} calibration tokens measure the MLPs, "
+                    f"fewer than {REFIT_TOKENS_PER_NEURON} per neuron "
+                    f"({REFIT_TOKENS_PER_NEURON * arch.intermediate:,}); with so few the least "
+                    "squares fit the text, not the model (give more calibration tokens)",
+                    level="warning",
+                    data={"tokens": int(measure.numel()), "intermediate": arch.intermediate},
+                )
+            elif gram_bytes <= config.refit_max_gib * 2**30:
                 grams, _ = collect_input_grams(
                     model, measure, down_projection_names(model), batch_size=config.batch_size
                 )
