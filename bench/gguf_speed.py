@@ -69,6 +69,32 @@ def teacher_folder(dest: Path) -> Path:
     return out
 
 
+def student_folder(dest: Path, ratio: float) -> Path:
+    """SmolLM2 pruned by minitron (MLP width only, refit, no kd: speed depends on the shape
+    alone) to ``ratio`` of its parameters on 8,192 tokens of general English, saved under
+    ``dest``."""
+    from slimforge.compression import (
+        TextSource,
+        compress,
+        count_parameters,
+        load_texts,
+        resolve_target,
+        token_blocks,
+    )
+    from slimforge.compression.configs import MinitronConfig
+
+    folder = Path(os.environ["SLIMFORGE_SMOLLM2_DIR"])
+    model, tok = load_model(ModelSource(path=str(folder), gguf_file=GGUF))
+    texts = load_texts(TextSource(path=str(ROOT / "data" / "corpus" / "english-calibration.txt")))
+    blocks = token_blocks(texts, tok, seq_len=256, max_tokens=8192)
+    target = resolve_target(count_parameters(model), ratio=ratio)
+    compress(model, MinitronConfig(axes=["mlp"]), blocks=blocks, target_params=target)
+    out = dest / f"SmolLM2-135M-Instruct-minitron-{ratio:g}"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="Hugging Face model folders")
@@ -78,8 +104,11 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--minitron", type=float, nargs="*", default=[], help="add SmolLM2 students at these ratios"
+    )
     args = parser.parse_args()
-    if not args.folders and not args.teacher:
+    if not args.folders and not args.teacher and not args.minitron:
         parser.error("give HF folders and/or --teacher")
 
     rows = []
@@ -89,6 +118,7 @@ def main() -> None:
             shipped = Path(os.environ["SLIMFORGE_SMOLLM2_DIR"]) / GGUF
             rows.append(("SmolLM2-135M-Instruct (as shipped)", "q4_1", shipped))
             folders.insert(0, teacher_folder(Path(tmp)))
+        folders += [student_folder(Path(tmp), ratio) for ratio in args.minitron]
         for i, folder in enumerate(folders):
             for gguf_type in args.types:
                 out = export_gguf(folder, Path(tmp) / f"{i}.{gguf_type}.gguf", gguf_type=gguf_type)
