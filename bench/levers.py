@@ -6,8 +6,9 @@
 A row is ``<method>[:k=v,...][@data][+kd[:k=v,...]]``:
 
 - method: svd, lillama, minitron, width, mlp, depth (see ``quality.METHODS``) with minitron
-  options ``refit`` (0/1), ``seq`` (``refit_sequential``, 0/1) and ``ridge``
-  (``refit_ridge``), or auto (option ``rebuild``, 0/1);
+  options ``refit`` (0/1), ``seq`` (``refit_sequential``, 0/1), ``ridge``
+  (``refit_ridge``), ``local`` (``local_distill_epochs``) and ``local_lr``, or auto
+  (option ``rebuild``, 0/1);
 - data: the calibration and kd text, ``english`` (default), ``mix`` (the service's default:
   English + teacher-sampled), ``synthetic`` (teacher-sampled only) or ``python`` (the language
   reference, one domain); sampled text is cached under ``.cache/bench-synthetic``;
@@ -58,6 +59,8 @@ METHOD_KEYS = {
     "refit": ("refit", lambda v: v not in ("0", "false")),
     "ridge": ("refit_ridge", float),
     "seq": ("refit_sequential", lambda v: v not in ("0", "false")),
+    "local": ("local_distill_epochs", int),
+    "local_lr": ("local_distill_lr", float),
     "rebuild": ("rebuild", lambda v: v not in ("0", "false")),
 }
 

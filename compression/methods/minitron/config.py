@@ -130,6 +130,22 @@ class MinitronConfig(MethodParameters):
         "calibration text's MLP output more closely.",
     )
 
+    local_distill_epochs: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="After pruning (and the refit), train each narrowed MLP alone (gate, up "
+        "and down) for this many passes over the calibration text to reproduce the original "
+        "MLP's output on the original's inputs: Lillama's local distillation applied to a "
+        "pruned MLP. 0: off. Dense models whose hidden size is kept; ignored otherwise.",
+    )
+    local_distill_lr: float = Field(
+        default=1e-4,
+        gt=0.0,
+        le=1.0,
+        description="Adam learning rate of the local distillation.",
+    )
+
     @model_validator(mode="after")
     def _axes_unique(self) -> MinitronConfig:
         if len(set(self.axes)) != len(self.axes):

@@ -29,6 +29,11 @@ from slimforge.compression.pruning.importance import (
     measure_importance,
 )
 from slimforge.compression.pruning.layout import arch_of
+from slimforge.compression.pruning.local_distill import (
+    capture_mlp_io,
+    distill_mlps_locally,
+    mlp_io_bytes,
+)
 from slimforge.compression.pruning.prune import choose_layers, prune_model, top_indices
 from slimforge.compression.pruning.refit import (
     apply_refit,
@@ -108,6 +113,32 @@ def pick_candidates(
 
 class MinitronMethod(Method[MinitronConfig]):
     """Width and depth pruning by activation importance, with a perplexity-ranked shape search."""
+
+    @staticmethod
+    def _local_io(
+        model: nn.Module,
+        config: MinitronConfig,
+        arch: Arch,
+        shape: Arch,
+        layers: list[int],
+        measure: torch.Tensor,
+        reporter: Reporter,
+    ) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The original MLPs' inputs and outputs the local distillation trains on, or None
+        when it is off or does not apply (same conditions as the refit; warns over memory)."""
+        narrowed = shape.intermediate < arch.intermediate and shape.hidden == arch.hidden
+        if config.local_distill_epochs == 0 or not narrowed or arch.experts:
+            return None
+        need = mlp_io_bytes(arch.hidden, len(layers), int(measure.numel()))
+        if need > config.refit_max_gib * 2**30:
+            reporter.event(
+                f"local distillation skipped: its stored activations would take "
+                f"{need / 2**30:.1f} GiB, over refit_max_gib = {config.refit_max_gib:g}",
+                level="warning",
+                data={"bytes": need, "refit_max_gib": config.refit_max_gib},
+            )
+            return None
+        return capture_mlp_io(model, measure, layers, batch_size=config.batch_size)
 
     def _search(
         self, model: nn.Module, config: MinitronConfig, target_params: int
@@ -232,7 +263,13 @@ class MinitronMethod(Method[MinitronConfig]):
                 best = (ppl, cand, layers)
         assert best is not None
         _, cand, layers = best
+        io = self._local_io(model, config, arch, cand.arch, layers, measure, reporter)
         pruned(model, cand.arch, layers, final=True)
+        local = None
+        if io is not None:
+            local = distill_mlps_locally(model, io, layers, epochs=config.local_distill_epochs,
+                                         lr=config.local_distill_lr, reporter=reporter)  # fmt: skip
+            del io
         after = count_parameters(model)
         reporter.event("pruned", data={**cand.describe(), "kept_layers": layers})
         return MethodResult(
@@ -247,5 +284,6 @@ class MinitronMethod(Method[MinitronConfig]):
                 "candidates_found": len(candidates),
                 "refit": grams is not None,
                 "refit_sequential": original is not None,
+                "local_distill": None if local is None else vars(local),
             },
         )
