@@ -34,7 +34,7 @@ def test_captured_io_is_each_mlps_input_and_output() -> None:
         x, y = io[i]
         assert x.shape == (5 * 16, arch_of(teacher).hidden) == y.shape
         with torch.no_grad():  # reference: the MLP applied directly to the captured input
-            expected = block.block.mlp(x)
+            expected = block.block.get_submodule("mlp")(x)
         torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
 
 
