@@ -104,7 +104,12 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
                 f"{m['perplexity_before_distill']:.3f}",
                 f"x{m['perplexity_before_distill'] / m['teacher_perplexity']:.2f}; kd: "
                 f"{d['tokens']:,} tokens, {d['steps']} steps, loss {d['loss_first']:.3f} -> "
-                f"{d['loss_last']:.3f}",
+                f"{d['loss_last']:.3f}"
+                + (
+                    "; kd undone (worse on held-back text)"
+                    if (d.get("guard") or {}).get("kept") == "before"
+                    else ""
+                ),
             )
         )
     if "teacher_perplexity" in m:

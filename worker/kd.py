@@ -17,6 +17,7 @@ from torch import nn
 
 from slimforge.compression import Reporter, perplexity
 from slimforge.compression.configs import KdConfig
+from slimforge.compression.distill.guard import GuardResult, guard_kl, split_guard
 from slimforge.compression.distill.kd import TopK, distill_logits, teacher_topk
 from slimforge.compression.distill.kd_resume import KdCheckpoint
 
@@ -89,7 +90,10 @@ def run_distillation(
     dtype afterwards. ``layer_map``: the teacher layer of each student layer (the layers a
     depth cut kept). ``checkpoint``: where it saves its state to resume from after a kill.
     With evaluation blocks, the perplexity before distillation is recorded too, so the job
-    shows what the stage bought. Raises ValueError when the hidden-state loss cannot pair the
+    shows what the stage bought. With ``config.guard`` (and the teacher on the fly), the last
+    sixteenth of the kd blocks is held back and the student from before kd is kept when kd
+    raised its KL to the teacher there (:mod:`slimforge.compression.distill.guard`; metrics
+    ``distill.guard``). Raises ValueError when the hidden-state loss cannot pair the
     models (see :func:`slimforge.compression.distill.kd.distill_logits`).
     """
     metrics: dict[str, Any] = {}
@@ -101,15 +105,21 @@ def run_distillation(
         )
     first = next(model.parameters())
     dtype = first.dtype
-    if plan.teacher is not None:
-        plan.teacher.to(first.device)
+    teacher = plan.teacher
+    if teacher is not None:
+        teacher.to(first.device)
+    train, held = plan.blocks, None
+    if teacher is not None and plan.config.guard:
+        train, held = split_guard(plan.blocks)
+    before = _snapshot(model) if held is not None else None
+    kl_before = guard_kl(teacher, model, held) if teacher is not None and held is not None else None
     model.float()
     try:
         result = distill_logits(
             model,
-            plan.blocks,
+            train,
             plan.config,
-            teacher=plan.teacher,
+            teacher=teacher,
             teacher_cache=plan.cache,
             layer_map=layer_map,
             reporter=reporter,
@@ -117,14 +127,51 @@ def run_distillation(
         )
     finally:
         model.to(dtype)
-        plan.teacher = None  # free the teacher copy as soon as possible
+        plan.teacher = None  # the plan lets go of the teacher copy; the guard's is local
+    guard = None
+    if teacher is not None and held is not None and kl_before is not None and before is not None:
+        guard = _keep_better(model, teacher, held, kl_before, before, reporter)
     metrics["distill"] = {
         "steps": result.steps,
         "tokens": result.tokens,
-        "distinct_tokens": int(plan.blocks.numel()),
+        "distinct_tokens": int(train.numel()),
         "seconds": round(result.seconds, 3),
         "loss_first": result.loss_first,
         "loss_last": result.loss_last,
         "curve": result.curve,
+        "guard": None if guard is None else vars(guard),
     }
     return metrics
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the student's weights, to put back if kd makes it worse."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _keep_better(
+    model: nn.Module,
+    teacher: nn.Module,
+    held: torch.Tensor,
+    kl_before: float,
+    before: dict[str, torch.Tensor],
+    reporter: Reporter,
+) -> GuardResult:
+    """Measure the distilled student on the held-back blocks; put the weights from before kd
+    back when its KL to the teacher went up (warning event), and report both KLs."""
+    kl_after = guard_kl(teacher, model, held)
+    kept = "distilled" if kl_after <= kl_before else "before"
+    data = {"kl_before": round(kl_before, 6), "kl_after": round(kl_after, 6),
+            "tokens": int(held.numel()), "kept": kept}  # fmt: skip
+    if kept == "before":
+        model.load_state_dict(before)
+        reporter.event(
+            f"kd made the student worse on held-back kd text (KL {kl_before:.4f} -> "
+            f"{kl_after:.4f} nats/token): the student from before kd is kept; try a lower "
+            "distill.learning_rate",
+            level="warning",
+            data=data,
+        )
+    else:
+        reporter.event("kd checked on held-back kd text", data=data)
+    return GuardResult(kl_before=kl_before, kl_after=kl_after, tokens=int(held.numel()), kept=kept)

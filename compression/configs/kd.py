@@ -77,6 +77,14 @@ class KdConfig(Parameters):
         "compute). None: on for GPUs, off for CPUs.",
     )
     seed: int = Field(default=0, description="Seed of the batch order.")
+    guard: bool = Field(
+        default=True,
+        description="Hold back the last sixteenth of the kd text (at least one block, when "
+        "there are 4 or more) and measure KL(teacher ‖ student) on it before and after the "
+        "stage; when kd made it worse (a learning rate too high for this student, say), keep "
+        "the student as it was before kd, with a warning event. Needs the teacher on the fly "
+        "(``top_k`` unset); ignored otherwise.",
+    )
 
     @model_validator(mode="after")
     def _teacher_source(self) -> KdConfig:

@@ -95,11 +95,22 @@ def _distill_lines(metrics: Mapping[str, Any]) -> list[str]:
     kd = metrics.get("distill")
     if not kd:
         return []
-    return [
+    lines = [
         "",
         f"Then distilled from the original model (logit KL, `kd`) on {kd.get('tokens', 0):,} "
         f"tokens in {kd.get('steps', 0)} steps.",
     ]
+    guard = kd.get("guard")
+    if guard:
+        kl = f"KL to the original {guard['kl_before']:.4f} -> {guard['kl_after']:.4f} nats/token"
+        held = f"on {guard['tokens']:,} held-back kd tokens"
+        if guard["kept"] == "before":
+            lines[-1] += (
+                f" kd made the model worse {held} ({kl}), so **the model before kd was kept**."
+            )
+        else:
+            lines[-1] += f" Checked {held}: {kl}."
+    return lines
 
 
 def _resources(metrics: Mapping[str, Any]) -> list[str]:

@@ -293,3 +293,15 @@ def test_task_counts_are_not_figures_and_the_limit_is_stated(tmp_path: Path) -> 
     assert "n_samples" not in text.split("---")[1]  # the YAML front matter: model-index
     assert "| mc | acc |" in text and "| mc | n_samples |" not in text
     assert "at most 8 examples per task" in text
+
+
+def test_the_card_says_when_kd_was_undone_by_its_guard(tmp_path: Path) -> None:
+    kd = {"tokens": 4096, "steps": 4}
+    undone = {"kl_before": 0.5, "kl_after": 0.75, "tokens": 512, "kept": "before"}
+    text = render_full(tmp_path, distill={**kd, "guard": undone})
+    assert "kd made the model worse on 512 held-back kd tokens" in text
+    assert "KL to the original 0.5000 -> 0.7500" in text and "model before kd was kept" in text
+    kept = {**undone, "kl_after": 0.25, "kept": "distilled"}
+    text = render_full(tmp_path, distill={**kd, "guard": kept})
+    assert "Checked on 512 held-back kd tokens: KL to the original 0.5000 -> 0.2500" in text
+    assert "was kept" not in text
