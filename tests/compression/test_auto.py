@@ -120,3 +120,27 @@ def test_kd_tokens_for_whole_batches(
     seconds: float, speed: float, batch: int, expected: int
 ) -> None:
     assert kd_tokens_for(seconds, speed, batch) == expected
+
+
+def test_a_pruned_winner_is_rebuilt_in_the_shape_that_was_scored() -> None:
+    """The rebuild pins the scored shape: the search on all the text may prefer another shape
+    of the same family, and what auto chose is the shape (measured on SmolLM2 at -30 %)."""
+    from slimforge.compression.methods.auto.method import AutoMethod
+    from slimforge.compression.pruning.layout import arch_of
+    from slimforge.compression.pruning.search import search_space
+
+    teacher = tiny_llama(0, 4)
+    blocks = correlated_blocks(12, 16)
+    target = resolve_target(count_parameters(teacher), ratio=0.55)  # 3 shapes: 2, 3, 4 layers
+    unpinned = copy.deepcopy(teacher)
+    compress(unpinned, candidate_config("depth"), blocks=blocks, target_params=target)
+    chosen = arch_of(unpinned)
+    others = [c for c in search_space(arch_of(teacher), candidate_config("depth"),  # type: ignore[arg-type]
+                                      target_params=target) if c.arch != chosen]  # fmt: skip
+    assert others, "the search space offers another shape"
+    scored = others[0]
+    model = copy.deepcopy(teacher)
+    row: dict[str, Any] = {"name": "depth"}
+    AutoMethod._rebuild(model, row, blocks, target, NullReporter(), scored.describe())
+    assert arch_of(model) == scored.arch != chosen
+    assert count_parameters(model) == scored.params and row["rebuild_seconds"] > 0

@@ -17,6 +17,7 @@ from slimforge.compression.evaluation import fidelity
 from slimforge.compression.lowrank import count_parameters
 from slimforge.compression.methods.auto.config import AutoConfig, candidate_config
 from slimforge.compression.methods.method import Method, MethodResult, compress
+from slimforge.compression.methods.minitron.config import MinitronConfig, PinnedShape
 from slimforge.compression.methods.registry import get_method
 from slimforge.compression.planning import RankPlan
 from slimforge.compression.progress import Reporter
@@ -119,8 +120,9 @@ class AutoMethod(Method[AutoConfig]):
             raise ValueError("auto: no candidate pipeline could be built for this model")
         _, student, result, row = best
         if config.rebuild:
+            scored_shape = result.details.get("shape")
             del student, best  # free the candidate before building the winner again
-            result = self._rebuild(model, row, blocks, target_params, reporter)
+            result = self._rebuild(model, row, blocks, target_params, reporter, scored_shape)
         else:
             # The Method contract modifies ``model`` in place. The winner has another shape
             # (and a probe's worth of kd already), so ``model`` takes its state whole: same
@@ -160,11 +162,18 @@ class AutoMethod(Method[AutoConfig]):
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter,
+        scored_shape: dict[str, Any] | None = None,
     ) -> MethodResult:
         """Compress ``model`` (the original) in place with the winner's method on all
-        ``blocks``; the row records the time."""
+        ``blocks``; the row records the time. A pruned winner keeps the shape that was scored
+        (``scored_shape``, pinned): the search on all the text may prefer another shape of the
+        same family (measured: at -30 % on SmolLM2 the depth candidate, rebuilt unpinned,
+        came back as the MLP-only shape that scored worse), and auto's choice is the shape."""
         t0 = time.monotonic()
         cfg = candidate_config(row["name"])
+        if scored_shape is not None and isinstance(cfg, MinitronConfig):
+            pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
+            cfg = cfg.model_copy(update={"shape": PinnedShape(**pins)})
         result = compress(model, cfg, blocks=blocks, target_params=target_params, reporter=reporter)
         row["rebuild_seconds"] = round(time.monotonic() - t0, 3)
         return result
