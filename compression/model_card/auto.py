@@ -31,7 +31,7 @@ def auto_section(metrics: Mapping[str, Any]) -> list[str]:
         f"**{details.get('winner')}**, for the {details.get('reason', '')}."
         + (
             " The winner was then built again from the original model on all the calibration "
-            "text (held-back blocks included) before the final kd."
+            "text (held-back blocks included), in the shape that was scored, before the final kd."
             if details.get("rebuilt")
             else ""
         ),
