@@ -97,19 +97,21 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
     ]
     if "perplexity_before_distill" in m:
         d = m["distill"]
+        if d.get("diverged"):
+            how = f"kd diverged ({d['diverged']}); the student from before kd was kept"
+        else:
+            how = (
+                f"kd: {d['tokens']:,} tokens, {d['steps']} steps, loss {d['loss_first']:.3f} -> "
+                f"{d['loss_last']:.3f}"
+            )
+            if (d.get("guard") or {}).get("kept") == "before":
+                how += "; kd undone (worse on held-back text)"
         rows.append(
             (
                 "perplexity before kd",
                 f"{m['teacher_perplexity']:.3f}",
                 f"{m['perplexity_before_distill']:.3f}",
-                f"x{m['perplexity_before_distill'] / m['teacher_perplexity']:.2f}; kd: "
-                f"{d['tokens']:,} tokens, {d['steps']} steps, loss {d['loss_first']:.3f} -> "
-                f"{d['loss_last']:.3f}"
-                + (
-                    "; kd undone (worse on held-back text)"
-                    if (d.get("guard") or {}).get("kept") == "before"
-                    else ""
-                ),
+                f"x{m['perplexity_before_distill'] / m['teacher_perplexity']:.2f}; {how}",
             )
         )
     if "teacher_perplexity" in m:

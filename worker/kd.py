@@ -111,8 +111,9 @@ def run_distillation(
     train, held = plan.blocks, None
     if teacher is not None and plan.config.guard:
         train, held = split_guard(plan.blocks)
-    before = _snapshot(model) if held is not None else None
-    kl_before = guard_kl(teacher, model, held) if teacher is not None and held is not None else None
+    guarded = None  # (weights before kd, KL before kd) when the guard is on
+    if teacher is not None and held is not None:
+        guarded = (_snapshot(model), guard_kl(teacher, model, held))
     model.float()
     try:
         result = distill_logits(
@@ -125,12 +126,18 @@ def run_distillation(
             reporter=reporter,
             checkpoint=checkpoint,
         )
-    finally:
+    except FloatingPointError as exc:  # diverged: the guard's case, when it is on
         model.to(dtype)
+        if guarded is None or held is None:
+            raise
+        metrics["distill"] = _diverged(model, guarded, held, train, exc, reporter)
+        return metrics
+    finally:
         plan.teacher = None  # the plan lets go of the teacher copy; the guard's is local
+    model.to(dtype)
     guard = None
-    if teacher is not None and held is not None and kl_before is not None and before is not None:
-        guard = _keep_better(model, teacher, held, kl_before, before, reporter)
+    if teacher is not None and held is not None and guarded is not None:
+        guard = _keep_better(model, teacher, held, guarded[1], guarded[0], reporter)
     metrics["distill"] = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -175,3 +182,32 @@ def _keep_better(
     else:
         reporter.event("kd checked on held-back kd text", data=data)
     return GuardResult(kl_before=kl_before, kl_after=kl_after, tokens=int(held.numel()), kept=kept)
+
+
+def _diverged(
+    model: nn.Module,
+    guarded: tuple[dict[str, torch.Tensor], float],
+    held: torch.Tensor,
+    train: torch.Tensor,
+    exc: FloatingPointError,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """kd's loss stopped being finite: put the weights from before kd back (warning event)
+    and return the stage's metrics, which say so (no steps count as done)."""
+    before, kl_before = guarded
+    model.load_state_dict(before)
+    reporter.event(
+        f"kd diverged ({exc}): the student from before kd is kept; try a lower "
+        "distill.learning_rate",
+        level="warning",
+        data={"kl_before": round(kl_before, 6), "tokens": int(held.numel())},
+    )
+    guard = GuardResult(kl_before=kl_before, kl_after=float("inf"), tokens=int(held.numel()),
+                        kept="before")  # fmt: skip
+    return {
+        "steps": 0,
+        "tokens": 0,
+        "distinct_tokens": int(train.numel()),
+        "diverged": str(exc),
+        "guard": {**vars(guard), "kl_after": None},
+    }

@@ -101,7 +101,11 @@ def _distill_lines(metrics: Mapping[str, Any]) -> list[str]:
         f"tokens in {kd.get('steps', 0)} steps.",
     ]
     guard = kd.get("guard")
-    if guard:
+    if kd.get("diverged"):
+        lines[-1] = (
+            f"The `kd` stage diverged ({kd['diverged']}), so **the model before kd was kept**."
+        )
+    elif guard:
         kl = f"KL to the original {guard['kl_before']:.4f} -> {guard['kl_after']:.4f} nats/token"
         held = f"on {guard['tokens']:,} held-back kd tokens"
         if guard["kept"] == "before":

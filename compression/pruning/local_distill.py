@@ -8,8 +8,11 @@ text and its target y the original MLP's output on it, so no error from the bloc
 reaches it and one pass of the original over the text serves every block. With the block's
 input unchanged, matching the MLP output is matching the block's output, which is Lillama's
 local (block-wise) feature distillation (Sy et al., arXiv 2412.16719, §3.2) applied to a pruned
-MLP instead of low-rank factors; the loss here is the refit's mean squared error, so training
-starts from the refit's optimum for the down projection and only improves on it.
+MLP instead of low-rank factors. The loss is the refit's mean squared error (without its ridge
+term), and training starts from whatever the pruning left (the refit's down projection when the
+refit ran); Adam does not promise a lower error, so each block reports its error before and
+after. Weights train in their own dtype: on a bf16 GPU worker most small updates round away
+(float32 master weights would fix that; the stage is off by default).
 
 Cost: one forward pass of the original over the text, then ``epochs`` passes of each pruned
 MLP alone (forward and backward), a small share of a global kd step per token; memory

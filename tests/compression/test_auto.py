@@ -144,3 +144,16 @@ def test_a_pruned_winner_is_rebuilt_in_the_shape_that_was_scored() -> None:
     AutoMethod._rebuild(model, row, blocks, target, NullReporter(), scored.describe())
     assert arch_of(model) == scored.arch != chosen
     assert count_parameters(model) == scored.params and row["rebuild_seconds"] > 0
+
+
+def test_auto_hands_back_the_winner_in_the_shape_it_scored() -> None:
+    """End to end: with the rebuild on, the model auto returns has the winner row's shape."""
+    from slimforge.compression.methods.auto.method import _shape
+
+    model = tiny_llama(0, 4)
+    target = resolve_target(count_parameters(model), ratio=0.55)
+    config = AutoConfig(candidates=["depth", "width"], **FAST)
+    result = compress(model, config, blocks=correlated_blocks(12, 16), target_params=target)
+    winner = next(r for r in result.details["candidates"] if r["name"] == result.details["winner"])
+    assert result.details["rebuilt"] is True
+    assert _shape(model) == winner["shape"]

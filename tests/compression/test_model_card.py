@@ -305,3 +305,11 @@ def test_the_card_says_when_kd_was_undone_by_its_guard(tmp_path: Path) -> None:
     text = render_full(tmp_path, distill={**kd, "guard": kept})
     assert "Checked on 512 held-back kd tokens: KL to the original 0.5000 -> 0.2500" in text
     assert "was kept" not in text
+
+
+def test_the_card_says_when_kd_diverged(tmp_path: Path) -> None:
+    guard = {"kl_before": 0.5, "kl_after": None, "tokens": 512, "kept": "before"}
+    diverged = {"steps": 0, "tokens": 0, "diverged": "loss not finite at step 3", "guard": guard}
+    text = render_full(tmp_path, distill=diverged)
+    assert "The `kd` stage diverged (loss not finite at step 3)" in text
+    assert "model before kd was kept" in text

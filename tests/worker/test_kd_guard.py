@@ -91,3 +91,34 @@ def test_without_the_guard_every_block_trains_and_nothing_is_checked() -> None:
     _, _, out, events = _run(lr=1e-3, guard=False)
     assert out["guard"] is None and out["distinct_tokens"] == 16 * 16
     assert not [e for e in events if "held-back" in e[1]]
+
+
+def test_a_kd_whose_loss_stops_being_finite_leaves_the_student_as_it_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = kd_module.distill_logits
+
+    def blows_up(student: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        real(student, *args, **kwargs)  # the weights have moved when the loss goes non-finite
+        raise FloatingPointError("the distillation loss is not finite at step 3")
+
+    monkeypatch.setattr(kd_module, "distill_logits", blows_up)
+    teacher = tiny_llama(0, 2).eval()
+    received = _student(teacher)
+    expected = {k: v.clone() for k, v in received.state_dict().items()}
+    plan = prepare_distillation(
+        teacher, config=KdConfig(tokens=512), blocks=correlated_blocks(8, 16)
+    )
+    reporter = RecordingReporter()
+    out = run_distillation(received, plan, reporter=reporter, eval_blocks=None)["distill"]
+    assert out["diverged"].endswith("step 3") and out["guard"]["kept"] == "before"
+    for k, v in received.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=0, atol=0)
+    assert any(lvl == "warning" and "diverged" in m for lvl, m, _ in reporter.events)
+    assert plan.teacher is None
+    # without the guard there is nothing to go back to: the error is the job's
+    plan = prepare_distillation(
+        teacher, config=KdConfig(tokens=512, guard=False), blocks=correlated_blocks(8, 16)
+    )
+    with pytest.raises(FloatingPointError):
+        run_distillation(received, plan, reporter=reporter, eval_blocks=None)

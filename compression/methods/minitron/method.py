@@ -125,7 +125,9 @@ class MinitronMethod(Method[MinitronConfig]):
         reporter: Reporter,
     ) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
         """The original MLPs' inputs and outputs the local distillation trains on, or None
-        when it is off or does not apply (same conditions as the refit; warns over memory)."""
+        when it is off or does not apply: dense models whose MLP narrows and whose hidden size
+        is kept (it does not need the refit, nor its tokens-per-neuron floor); warns and skips
+        when the stored activations would exceed ``refit_max_gib``."""
         narrowed = shape.intermediate < arch.intermediate and shape.hidden == arch.hidden
         if config.local_distill_epochs == 0 or not narrowed or arch.experts:
             return None
@@ -175,7 +177,8 @@ class MinitronMethod(Method[MinitronConfig]):
         """Prune ``model`` in place to the best candidate shape near ``target_params``.
 
         Needs memory for one pruned copy at a time while candidates are scored. Fast enough
-        (forward passes only) that it keeps no checkpoints (``workdir`` unused).
+        (forward passes, plus the short local distillation when asked) that it keeps no
+        checkpoints (``workdir`` unused).
         """
         arch, total, candidates = self._search(model, config, target_params)  # fails early
         n = blocks.shape[0]
