@@ -166,7 +166,13 @@ def test_a_job_with_a_distillation_stage_records_its_curve(
     api: TestClient, auth, settings: Settings, tiny_model: Path, text_files, top_k: int | None
 ) -> None:
     h = auth()
-    distill: dict[str, Any] = {"tokens": 1024, "batch_size": 2, "learning_rate": 1e-3}
+    # The guard is off: this checks the stage's record; tests/worker/test_kd_guard.py the guard.
+    distill: dict[str, Any] = {
+        "tokens": 1024,
+        "batch_size": 2,
+        "learning_rate": 1e-3,
+        "guard": False,
+    }
     if top_k is not None:
         distill["top_k"] = top_k
     job_id = submit(api, h, tiny_model, text_files, distill=distill)
@@ -240,6 +246,9 @@ def test_a_job_can_calibrate_and_distil_on_text_the_model_writes(
     factory = api.app.state.session_factory
     assert run_job(settings=settings, session_factory=factory, job_id=job_id) == "succeeded"
     job = api.get(f"/v1/jobs/{job_id}", headers=h).json()
-    assert job["metrics"]["tokens_used"] == 512 and job["metrics"]["distill"]["tokens"] == 256
+    kd = job["metrics"]["distill"]
+    assert job["metrics"]["tokens_used"] == 512
+    # 4 kd blocks of 64: the guard holds one back, so 3 train, in whole batches of 3 (>= 256)
+    assert kd["distinct_tokens"] == 192 and kd["tokens"] == 384 and kd["guard"]["tokens"] == 64
     events = api.get(f"/v1/jobs/{job_id}/events?limit=1000", headers=h).json()["items"]
     assert any(e["message"] == "sampled calibration text" for e in events)
