@@ -18,7 +18,12 @@ from torch import nn
 from slimforge.compression import Reporter, perplexity
 from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.guard import GuardResult, guard_kl, split_guard
-from slimforge.compression.distill.kd import TopK, distill_logits, teacher_topk
+from slimforge.compression.distill.kd import (
+    TopK,
+    distill_logits,
+    teacher_topk,
+    trainable_parameters,
+)
 from slimforge.compression.distill.kd_resume import KdCheckpoint
 
 __all__ = [
@@ -111,9 +116,14 @@ def run_distillation(
     train, held = plan.blocks, None
     if teacher is not None and plan.config.guard:
         train, held = split_guard(plan.blocks)
-    guarded = None  # (weights before kd, KL before kd) when the guard is on
+    before = None  # the student as kd receives it, when the guard is on
     if teacher is not None and held is not None:
-        guarded = (_snapshot(model), guard_kl(teacher, model, held))
+        before = _Before(
+            weights=_snapshot(model, plan.config.train_embeddings),
+            kl=guard_kl(teacher, model, held),
+            teacher=teacher,
+            held=held,
+        )
     model.float()
     try:
         result = distill_logits(
@@ -128,16 +138,14 @@ def run_distillation(
         )
     except FloatingPointError as exc:  # diverged: the guard's case, when it is on
         model.to(dtype)
-        if guarded is None or held is None:
+        if before is None:
             raise
-        metrics["distill"] = _diverged(model, guarded, held, train, exc, reporter)
+        metrics["distill"] = _diverged(model, before, train, exc, reporter)
         return metrics
     finally:
         plan.teacher = None  # the plan lets go of the teacher copy; the guard's is local
     model.to(dtype)
-    guard = None
-    if teacher is not None and held is not None and guarded is not None:
-        guard = _keep_better(model, teacher, held, guarded[1], guarded[0], reporter)
+    guard = None if before is None else _keep_better(model, before, reporter)
     metrics["distill"] = {
         "steps": result.steps,
         "tokens": result.tokens,
@@ -151,29 +159,45 @@ def run_distillation(
     return metrics
 
 
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the student's weights, to put back if kd makes it worse."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+@dataclass
+class _Before:
+    """The guard's record of the student before kd: its trained weights (CPU copies), its
+    KL(teacher ‖ student) in nats per token on the held-back blocks, the teacher and blocks."""
+
+    weights: dict[str, torch.Tensor]
+    kl: float
+    teacher: nn.Module
+    held: torch.Tensor
 
 
-def _keep_better(
-    model: nn.Module,
-    teacher: nn.Module,
-    held: torch.Tensor,
-    kl_before: float,
-    before: dict[str, torch.Tensor],
-    reporter: Reporter,
-) -> GuardResult:
+def _snapshot(model: nn.Module, train_embeddings: bool) -> dict[str, torch.Tensor]:
+    """CPU copies of the parameters kd trains (by name), to put back if kd makes it worse:
+    the rest (the embeddings, unless trained) does not change."""
+    trained = {id(p) for p in trainable_parameters(model, train_embeddings)}
+    return {
+        name: p.detach().to("cpu", copy=True)
+        for name, p in model.named_parameters()
+        if id(p) in trained
+    }
+
+
+def _restore(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    unknown = model.load_state_dict(weights, strict=False).unexpected_keys
+    assert not unknown, f"snapshot names unknown to the model: {unknown}"
+
+
+def _keep_better(model: nn.Module, before: _Before, reporter: Reporter) -> GuardResult:
     """Measure the distilled student on the held-back blocks; put the weights from before kd
     back when its KL to the teacher went up (warning event), and report both KLs."""
-    kl_after = guard_kl(teacher, model, held)
-    kept = "distilled" if kl_after <= kl_before else "before"
-    data = {"kl_before": round(kl_before, 6), "kl_after": round(kl_after, 6),
-            "tokens": int(held.numel()), "kept": kept}  # fmt: skip
+    kl_after = guard_kl(before.teacher, model, before.held)
+    kept = "distilled" if kl_after <= before.kl else "before"
+    tokens = int(before.held.numel())
+    data = {"kl_before": round(before.kl, 6), "kl_after": round(kl_after, 6),
+            "tokens": tokens, "kept": kept}  # fmt: skip
     if kept == "before":
-        model.load_state_dict(before)
+        _restore(model, before.weights)
         reporter.event(
-            f"kd made the student worse on held-back kd text (KL {kl_before:.4f} -> "
+            f"kd made the student worse on held-back kd text (KL {before.kl:.4f} -> "
             f"{kl_after:.4f} nats/token): the student from before kd is kept; try a lower "
             "distill.learning_rate",
             level="warning",
@@ -181,33 +205,30 @@ def _keep_better(
         )
     else:
         reporter.event("kd checked on held-back kd text", data=data)
-    return GuardResult(kl_before=kl_before, kl_after=kl_after, tokens=int(held.numel()), kept=kept)
+    return GuardResult(kl_before=before.kl, kl_after=kl_after, tokens=tokens, kept=kept)
 
 
 def _diverged(
     model: nn.Module,
-    guarded: tuple[dict[str, torch.Tensor], float],
-    held: torch.Tensor,
+    before: _Before,
     train: torch.Tensor,
     exc: FloatingPointError,
     reporter: Reporter,
 ) -> dict[str, Any]:
     """kd's loss stopped being finite: put the weights from before kd back (warning event)
-    and return the stage's metrics, which say so (no steps count as done)."""
-    before, kl_before = guarded
-    model.load_state_dict(before)
+    and return the stage's metrics, which say so (no steps count as done; no KL after)."""
+    _restore(model, before.weights)
+    tokens = int(before.held.numel())
     reporter.event(
         f"kd diverged ({exc}): the student from before kd is kept; try a lower "
         "distill.learning_rate",
         level="warning",
-        data={"kl_before": round(kl_before, 6), "tokens": int(held.numel())},
+        data={"kl_before": round(before.kl, 6), "tokens": tokens},
     )
-    guard = GuardResult(kl_before=kl_before, kl_after=float("inf"), tokens=int(held.numel()),
-                        kept="before")  # fmt: skip
     return {
         "steps": 0,
         "tokens": 0,
         "distinct_tokens": int(train.numel()),
         "diverged": str(exc),
-        "guard": {**vars(guard), "kl_after": None},
+        "guard": {"kl_before": before.kl, "kl_after": None, "tokens": tokens, "kept": "before"},
     }

@@ -33,6 +33,7 @@ __all__ = [
     "kd_loss",
     "teacher_topk",
     "topk_kd_loss",
+    "trainable_parameters",
 ]
 
 
@@ -148,8 +149,9 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
-def _trainable(student: nn.Module, train_embeddings: bool) -> list[torch.Tensor]:
-    """Every parameter except (unless asked) the input embeddings and a tied output head."""
+def trainable_parameters(student: nn.Module, train_embeddings: bool) -> list[torch.Tensor]:
+    """The parameters kd trains: every one except (unless ``train_embeddings``) the input
+    embeddings and a tied output head."""
     frozen: set[int] = set()
     if not train_embeddings:
         get_in = getattr(student, "get_input_embeddings", None)
@@ -240,7 +242,7 @@ def distill_logits(
     steps = max(1, math.ceil(config.tokens / (batch * seq_len)))
     warmup = max(1, round(steps * config.warmup_fraction))
     device = next(student.parameters()).device
-    params = _trainable(student, config.train_embeddings)
+    params = trainable_parameters(student, config.train_embeddings)
     saved = [(p, p.requires_grad) for p in student.parameters()]
     kept = {id(p) for p in params}
     for p in student.parameters():

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from slimforge.compression.configs import KdConfig, MethodConfig
 from slimforge.compression.gguf_export import GGUF_TYPES, GgufType
+from slimforge.compression.methods.auto.config import AUTO_KD_LEARNING_RATE, AutoConfig
 from slimforge.contract.checks import check_auto_calibration, check_method, check_names
 from slimforge.contract.inputs import HUB_ID
 from slimforge.contract.inputs import Input as _Input
@@ -31,10 +32,6 @@ Stage = Literal[
 ]
 # Distinct kd text an ``auto`` job draws when it has no ``distill`` section (kd cycles over it).
 AUTO_KD_TEXT_TOKENS = 32768
-# kd's peak learning rate under ``auto`` unless ``distill`` sets one: its kd runs for minutes,
-# a few dozen steps, where 2e-4 beat kd's general default of 5e-5 in two lever runs on SmolLM2
-# (docs/BENCHMARKS.md, lever table: English x1.428 vs x1.452 after 8,192 kd tokens).
-AUTO_KD_LEARNING_RATE = 2e-4
 # Precisions an artifact can be saved in (``output.dtype``).
 ArtifactDtype = Literal["float32", "float16", "bfloat16"]
 # What an artifact holds (``output.formats``): the Hugging Face folder, and GGUF files beside it.
@@ -252,6 +249,10 @@ class JobCreate(_Input):
         defaults = {"tokens": AUTO_KD_TEXT_TOKENS, "learning_rate": AUTO_KD_LEARNING_RATE}
         update = {k: v for k, v in defaults.items() if k not in given}
         self.distill = (self.distill or KdConfig()).model_copy(update=update)
+        if isinstance(self.method, AutoConfig) and self.method.probe_learning_rate is None:
+            # The probes train at the rate of the kd they stand for (stored: users see it).
+            rate = self.distill.learning_rate
+            self.method = self.method.model_copy(update={"probe_learning_rate": rate})
         check_auto_calibration(self.calibration)
         return self
 

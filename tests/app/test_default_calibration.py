@@ -119,3 +119,9 @@ def test_auto_with_a_partial_distill_draws_the_default_kd_text(api: TestClient, 
     assert tokens[0] == tokens[1] != 4096 and tokens[2] == 4096
     rates = [job["request"]["distill"]["learning_rate"] for job in (plain, partial, given)]
     assert rates == [AUTO_KD_LEARNING_RATE, 1e-4, AUTO_KD_LEARNING_RATE]
+    # auto's probes train at the rate of the kd they stand for, unless the method sets one
+    probes = [job["request"]["method"]["probe_learning_rate"] for job in (plain, partial, given)]
+    assert probes == rates
+    method = {"name": "auto", "probe_learning_rate": 3e-4}
+    _, own = submit(api, auth, body(method=method, distill={"learning_rate": 1e-4}))
+    assert own["request"]["method"]["probe_learning_rate"] == 3e-4

@@ -157,3 +157,39 @@ def test_auto_hands_back_the_winner_in_the_shape_it_scored() -> None:
     winner = next(r for r in result.details["candidates"] if r["name"] == result.details["winner"])
     assert result.details["rebuilt"] is True
     assert _shape(model) == winner["shape"]
+
+
+def test_minitron_candidates_measure_on_the_blocks_the_rebuild_measures_on() -> None:
+    """Each minitron candidate measures importance (and fits its refit) on the same blocks as
+    the rebuilt winner: on short text, a candidate given fewer blocks was scored unrefit while
+    the rebuilt winner was refit, and the unrefit search preferred another shape."""
+    model = tiny_llama(0, 4)
+    blocks = correlated_blocks(12, 16)
+    target = resolve_target(count_parameters(model), ratio=0.55)
+    events = Events()
+    config = AutoConfig(candidates=["mlp", "width", "depth"], **FAST)
+    compress(model, config, blocks=blocks, target_params=target, reporter=events)
+    train, _ = split_blocks(blocks, FAST["score_tokens"])
+    measured = [d["tokens"] for m, d in events.events if m == "importance measured"]
+    assert len(measured) >= 2  # the candidates that built, and the rebuild
+    assert set(measured) == {train.numel()}
+
+
+def test_a_rebuilt_minitron_winner_is_the_candidate_it_scored() -> None:
+    """The rebuild on all the text gives the candidate as it was before its probe: the same
+    blocks measure it, the same held-back blocks choose its shape."""
+    from slimforge.compression.methods.auto.method import method_input
+
+    teacher = tiny_llama(0, 4)
+    blocks = correlated_blocks(12, 16)
+    target = resolve_target(count_parameters(teacher), ratio=0.55)
+    rebuilt = copy.deepcopy(teacher)
+    compress(rebuilt, AutoConfig(candidates=["depth"], **FAST), blocks=blocks, target_params=target)
+    train, held = split_blocks(blocks, FAST["score_tokens"])
+    cfg, given = method_input(candidate_config("depth"), train, held)
+    candidate = copy.deepcopy(teacher)
+    compress(candidate, cfg, blocks=given, target_params=target)
+    mine, theirs = rebuilt.state_dict(), candidate.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name, tensor in mine.items():
+        torch.testing.assert_close(tensor, theirs[name], msg=name)

@@ -12,6 +12,7 @@ import torch
 
 from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.guard import guard_kl, split_guard
+from slimforge.compression.distill.kd import trainable_parameters
 from slimforge.compression.evaluation import fidelity
 from slimforge.compression.progress import RecordingReporter
 from slimforge.worker import kd as kd_module
@@ -51,10 +52,11 @@ def test_a_diverging_kd_is_undone_with_a_warning(monkeypatch: pytest.MonkeyPatch
     real = kd_module.distill_logits
 
     def diverging(student: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        """The real stage, then a step that wrecks the weights (what too high a rate does)."""
+        """The real stage, then a step that wrecks the weights it trains (what too high a
+        rate does)."""
         result = real(student, *args, **kwargs)
         with torch.no_grad():
-            for p in student.parameters():
+            for p in trainable_parameters(student, train_embeddings=False):
                 p.mul_(1.5)
         return result
 
@@ -122,3 +124,13 @@ def test_a_kd_whose_loss_stops_being_finite_leaves_the_student_as_it_came(
     )
     with pytest.raises(FloatingPointError):
         run_distillation(received, plan, reporter=reporter, eval_blocks=None)
+
+
+def test_the_snapshot_copies_only_what_kd_trains() -> None:
+    model = tiny_llama(0, 2)
+    frozen = {"model.embed_tokens.weight"}
+    assert (
+        set(kd_module._snapshot(model, train_embeddings=False))
+        == {name for name, _ in model.named_parameters()} - frozen
+    )
+    assert frozen <= set(kd_module._snapshot(model, train_embeddings=True))

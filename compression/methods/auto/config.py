@@ -14,7 +14,19 @@ from slimforge.compression.model_shapes import ModelShapes
 from slimforge.compression.parameters import MethodParameters
 from slimforge.compression.planning import UnreachableTargetError
 
-__all__ = ["CANDIDATES", "STANDARD_CANDIDATES", "AutoConfig", "candidate_config"]
+__all__ = [
+    "AUTO_KD_LEARNING_RATE",
+    "CANDIDATES",
+    "STANDARD_CANDIDATES",
+    "AutoConfig",
+    "candidate_config",
+]
+
+# kd's peak learning rate under ``auto`` (its probes, and the job's kd stage unless ``distill``
+# sets one): its kd runs for minutes, a few dozen steps, where 2e-4 beat kd's general default
+# of 5e-5 in two lever runs on SmolLM2 (docs/BENCHMARKS.md, lever table: English x1.428 vs
+# x1.452 after 8,192 kd tokens).
+AUTO_KD_LEARNING_RATE = 2e-4
 
 CandidateName = Literal["mlp", "width", "depth", "svd", "lillama"]
 # Candidate pipelines, cheapest first. Each is followed by kd. The three minitron shapes give
@@ -88,6 +100,14 @@ class AutoConfig(MethodParameters):
         description="kd tokens each candidate trains for before it is scored: a short kd makes "
         "the score predict the result after the job's kd, which a training-free score does "
         "not (a pruned model recovers faster than its first loss says).",
+    )
+    probe_learning_rate: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Peak learning rate of each candidate's kd probe. None: the job's kd "
+        "learning rate (`distill.learning_rate`, filled in at submit; 2e-4 when compress() is "
+        "called directly), so the probe trains as the kd that follows it does.",
     )
     score_tokens: int = Field(
         default=2048,

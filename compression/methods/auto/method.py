@@ -15,14 +15,19 @@ from slimforge.compression.configs import KdConfig
 from slimforge.compression.distill.kd import distill_logits
 from slimforge.compression.evaluation import fidelity
 from slimforge.compression.lowrank import count_parameters
-from slimforge.compression.methods.auto.config import AutoConfig, candidate_config
+from slimforge.compression.methods.auto.config import (
+    AUTO_KD_LEARNING_RATE,
+    AutoConfig,
+    candidate_config,
+)
 from slimforge.compression.methods.method import Method, MethodResult, compress
 from slimforge.compression.methods.minitron.config import MinitronConfig, PinnedShape
 from slimforge.compression.methods.registry import get_method
+from slimforge.compression.parameters import MethodParameters
 from slimforge.compression.planning import RankPlan
 from slimforge.compression.progress import Reporter
 
-__all__ = ["AutoMethod", "kd_tokens_for"]
+__all__ = ["AutoMethod", "kd_tokens_for", "method_input"]
 
 # Rough cost of a candidate's method relative to the MLP-only pruning, to skip what would not
 # fit the budget before spending it (measured on SmolLM2-135M on 2 CPU cores, bench/quality.py:
@@ -39,6 +44,24 @@ def split_blocks(blocks: torch.Tensor, score_tokens: int) -> tuple[torch.Tensor,
     if n < 2:
         raise ValueError("auto needs at least 2 calibration blocks (train + score)")
     return blocks[: n - held], blocks[n - held :]
+
+
+def method_input(
+    config: MethodParameters, train: torch.Tensor, held: torch.Tensor
+) -> tuple[MethodParameters, torch.Tensor]:
+    """What a candidate's method calibrates on: the training blocks, and for minitron also the
+    held-back ones, as its shape-search text (``search_tokens`` = theirs). Minitron then
+    measures importance and fits its refit on exactly the blocks the rebuild on all the text
+    measures on: the refit needs 4 tokens per MLP neuron, and a candidate given the training
+    blocks alone would keep a quarter of them back again and, on short text, be scored
+    unrefit while the rebuilt winner is refit (measured on SmolLM2 at -30 %: unrefit, the depth
+    search picks a 22-layer shape; refit, it picks the MLP-only shape, which wins after kd).
+    The held-back blocks then choose minitron's shape as well as score the candidates; svd and
+    lillama never see them."""
+    if isinstance(config, MinitronConfig):
+        update = {"search_tokens": int(held.numel())}
+        return config.model_copy(update=update), torch.cat([train, held])
+    return config, train
 
 
 def kd_tokens_for(seconds: float, tokens_per_second: float, batch_tokens: int) -> int:
@@ -90,7 +113,8 @@ class AutoMethod(Method[AutoConfig]):
         self._plan(model, config, target_params)  # fail before any work
         start = time.monotonic()
         train, held = split_blocks(blocks, config.score_tokens)
-        probe = KdConfig(tokens=config.probe_tokens, seed=0)
+        rate = config.probe_learning_rate or AUTO_KD_LEARNING_RATE
+        probe = KdConfig(tokens=config.probe_tokens, learning_rate=rate, seed=0, guard=False)
         rows: list[dict[str, Any]] = []
         best: tuple[float, nn.Module, MethodResult, dict[str, Any]] | None = None
         measured: list[float] = []  # seconds per candidate, scaled to the MLP-only cost
@@ -122,7 +146,9 @@ class AutoMethod(Method[AutoConfig]):
         if config.rebuild:
             scored_shape = result.details.get("shape")
             del student, best  # free the candidate before building the winner again
-            result = self._rebuild(model, row, blocks, target_params, reporter, scored_shape)
+            result = self._rebuild(
+                model, row, blocks, target_params, reporter, scored_shape, int(held.numel())
+            )
         else:
             # The Method contract modifies ``model`` in place. The winner has another shape
             # (and a probe's worth of kd already), so ``model`` takes its state whole: same
@@ -163,17 +189,25 @@ class AutoMethod(Method[AutoConfig]):
         target_params: int,
         reporter: Reporter,
         scored_shape: dict[str, Any] | None = None,
+        held_tokens: int | None = None,
     ) -> MethodResult:
         """Compress ``model`` (the original) in place with the winner's method on all
         ``blocks``; the row records the time. A pruned winner keeps the shape that was scored
         (``scored_shape``, pinned): the search on all the text may prefer another shape of the
         same family (measured: at -30 % on SmolLM2 the depth candidate, rebuilt unpinned,
-        came back as the MLP-only shape that scored worse), and auto's choice is the shape."""
+        came back as the MLP-only shape that scored worse), and auto's choice is the shape.
+        With ``held_tokens`` (auto's held-back blocks), minitron measures on the blocks its
+        candidate measured on (:func:`method_input`), so the rebuild is that candidate."""
         t0 = time.monotonic()
         cfg = candidate_config(row["name"])
-        if scored_shape is not None and isinstance(cfg, MinitronConfig):
-            pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
-            cfg = cfg.model_copy(update={"shape": PinnedShape(**pins)})
+        if isinstance(cfg, MinitronConfig):
+            update: dict[str, Any] = {}
+            if scored_shape is not None:
+                pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
+                update["shape"] = PinnedShape(**pins)
+            if held_tokens is not None:
+                update["search_tokens"] = held_tokens
+            cfg = cfg.model_copy(update=update)
         result = compress(model, cfg, blocks=blocks, target_params=target_params, reporter=reporter)
         row["rebuild_seconds"] = round(time.monotonic() - t0, 3)
         return result
@@ -195,9 +229,10 @@ class AutoMethod(Method[AutoConfig]):
         row: dict[str, Any] = {"name": name, "method": cfg.model_dump(exclude_defaults=True)}
         t0 = time.monotonic()
         student = copy.deepcopy(teacher)
+        cfg, method_blocks = method_input(cfg, train, held)
         try:
             result = compress(
-                student, cfg, blocks=train, target_params=target_params, reporter=reporter
+                student, cfg, blocks=method_blocks, target_params=target_params, reporter=reporter
             )
         except ValueError as exc:  # unreachable target, unsupported architecture
             row.update(status="refused", reason=str(exc))
