@@ -8,7 +8,8 @@ A row is ``<method>[:k=v,...][@data][+kd[:k=v,...]]``:
 - method: svd, lillama, minitron, width, mlp, depth (see ``quality.METHODS``) with minitron
   options ``refit`` (0/1), ``seq`` (``refit_sequential``, 0/1), ``ridge``
   (``refit_ridge``), ``local`` (``local_distill_epochs``) and ``local_lr``, or auto
-  (option ``rebuild``, 0/1);
+  (options ``rebuild``, 0/1, and ``probe_lr``: its probes' learning rate, 2e-4 by default;
+  give the row's kd ``lr`` to probe as the kd that follows does);
 - data: the calibration and kd text, ``english`` (default), ``mix`` (the service's default:
   English + teacher-sampled), ``synthetic`` (teacher-sampled only) or ``python`` (the language
   reference, one domain); sampled text is cached under ``.cache/bench-synthetic``;
@@ -62,6 +63,7 @@ METHOD_KEYS = {
     "local": ("local_distill_epochs", int),
     "local_lr": ("local_distill_lr", float),
     "rebuild": ("rebuild", lambda v: v not in ("0", "false")),
+    "probe_lr": ("probe_learning_rate", float),
 }
 
 

@@ -150,7 +150,9 @@ def run_method(setup: Setup, student: torch.nn.Module, name: str, target: int) -
     if name == "auto":
         from slimforge.compression.methods.auto.config import AutoConfig
 
-        result = compress(student, AutoConfig(), blocks=setup.calib, target_params=target)
+        # Its probes train at the rate of the kd that follows them, as in an auto job.
+        config = AutoConfig(probe_learning_rate=setup.kd.learning_rate)
+        result = compress(student, config, blocks=setup.calib, target_params=target)
         rows = result.details.get("candidates", [])
         return {
             "winner": result.details.get("winner"),

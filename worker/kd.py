@@ -183,7 +183,8 @@ def _snapshot(model: nn.Module, train_embeddings: bool) -> dict[str, torch.Tenso
 
 def _restore(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     unknown = model.load_state_dict(weights, strict=False).unexpected_keys
-    assert not unknown, f"snapshot names unknown to the model: {unknown}"
+    if unknown:  # the snapshot came from this model: a bug, not a user error
+        raise RuntimeError(f"kd guard: snapshot names unknown to the model: {unknown}")
 
 
 def _keep_better(model: nn.Module, before: _Before, reporter: Reporter) -> GuardResult:

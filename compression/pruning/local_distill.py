@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.pruning.hooks import record_io
 from slimforge.compression.pruning.layout import model_layout
 
 __all__ = ["LocalDistillResult", "capture_mlp_io", "distill_mlps_locally", "mlp_io_bytes"]
@@ -71,14 +71,10 @@ def capture_mlp_io(
         ins: list[torch.Tensor] = []
         outs: list[torch.Tensor] = []
         store[i] = (ins, outs)
-
-        def keep_in(_: nn.Module, args: tuple[Any, ...], __: Any, ins: list = ins) -> None:
-            ins.append(args[0].detach().reshape(-1, args[0].shape[-1]).float().cpu())
-
-        def keep_out(_: nn.Module, __: Any, out: torch.Tensor, outs: list = outs) -> None:
-            outs.append(out.detach().reshape(-1, out.shape[-1]).float().cpu())
-
-        handles += [up.register_forward_hook(keep_in), down.register_forward_hook(keep_out)]
+        handles += [
+            record_io(up, ins, "in", rows_on_cpu=True),
+            record_io(down, outs, "out", rows_on_cpu=True),
+        ]
     device = next(model.parameters()).device
     try:
         for chunk in blocks.split(batch_size):

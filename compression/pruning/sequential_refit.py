@@ -28,6 +28,7 @@ from torch import nn
 from slimforge.compression.distill.blockwise import run_block
 from slimforge.compression.distill.streaming import capture_layer_inputs, decoder_layers, propagate
 from slimforge.compression.progress import NullReporter, Reporter
+from slimforge.compression.pruning.hooks import record_io
 from slimforge.compression.pruning.layout import model_layout
 from slimforge.compression.pruning.refit import down_projection_names
 
@@ -56,15 +57,6 @@ class _DownStats:
         return solved.to(current.dtype)
 
 
-def _record(module: nn.Module, store: list[torch.Tensor], what: str) -> Any:
-    """A forward hook on ``module`` appending its input (``what='in'``) or output."""
-
-    def hook(_: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-        store.append((args[0] if what == "in" else out).detach())
-
-    return module.register_forward_hook(hook)
-
-
 @torch.no_grad()
 def _refit_block(
     t_layer: nn.Module,
@@ -80,7 +72,7 @@ def _refit_block(
     stats = _DownStats(s_down.in_features, s_down.out_features, s_down.weight.device)
     inputs: list[torch.Tensor] = []
     outputs: list[torch.Tensor] = []
-    handles = [_record(s_down, inputs, "in"), _record(t_down, outputs, "out")]
+    handles = [record_io(s_down, inputs, "in"), record_io(t_down, outputs, "out")]
     param = s_down.weight
     try:
         for i in range(len(t_hidden)):

@@ -164,15 +164,19 @@ def test_minitron_candidates_measure_on_the_blocks_the_rebuild_measures_on() -> 
     the rebuilt winner: on short text, a candidate given fewer blocks was scored unrefit while
     the rebuilt winner was refit, and the unrefit search preferred another shape."""
     model = tiny_llama(0, 4)
-    blocks = correlated_blocks(12, 16)
+    # 43 blocks of 16: 656 training tokens, over the refit's floor of 4 x 128 MLP neurons;
+    # a candidate given the training blocks alone measured on 496 (unrefit), the rebuild on 528.
+    blocks = correlated_blocks(43, 16)
     target = resolve_target(count_parameters(model), ratio=0.55)
     events = Events()
     config = AutoConfig(candidates=["mlp", "width", "depth"], **FAST)
-    compress(model, config, blocks=blocks, target_params=target, reporter=events)
+    result = compress(model, config, blocks=blocks, target_params=target, reporter=events)
     train, _ = split_blocks(blocks, FAST["score_tokens"])
     measured = [d["tokens"] for m, d in events.events if m == "importance measured"]
     assert len(measured) >= 2  # the candidates that built, and the rebuild
     assert set(measured) == {train.numel()}
+    assert not [m for m, _ in events.events if m.startswith("refit skipped")]
+    assert result.details["refit"] is True
 
 
 def test_a_rebuilt_minitron_winner_is_the_candidate_it_scored() -> None:

@@ -222,3 +222,21 @@ def test_arch_from_config_matches_the_loaded_model(name: str) -> None:
     assert arch_from_config(config, total) == arch_of(model)
     assert arch_from_config(config, total + 1) is None  # a count it cannot explain: no plan
     assert arch_from_config({**config, "model_type": "mamba"}, total) is None
+
+
+def test_record_io_keeps_inputs_and_outputs_as_given_or_as_cpu_rows() -> None:
+    from slimforge.compression.pruning.hooks import record_io
+
+    linear = torch.nn.Linear(3, 2)
+    x = torch.randn(2, 5, 3)
+    ins: list[torch.Tensor] = []
+    rows: list[torch.Tensor] = []
+    handles = [record_io(linear, ins, "in"), record_io(linear, rows, "out", rows_on_cpu=True)]
+    y = linear(x)
+    for handle in handles:
+        handle.remove()
+    linear(x)  # removed: records nothing more
+    assert len(ins) == len(rows) == 1
+    torch.testing.assert_close(ins[0], x, rtol=0, atol=0)
+    assert rows[0].shape == (10, 2) and rows[0].dtype == torch.float32
+    torch.testing.assert_close(rows[0], y.detach().reshape(10, 2), rtol=0, atol=0)

@@ -107,21 +107,24 @@ class AutoConfig(MethodParameters):
         le=1.0,
         description="Peak learning rate of each candidate's kd probe. None: the job's kd "
         "learning rate (`distill.learning_rate`, filled in at submit; 2e-4 when compress() is "
-        "called directly), so the probe trains as the kd that follows it does.",
+        "called directly), so the probe trains at the rate of the kd that follows it (its "
+        "other kd settings are kd's defaults).",
     )
     score_tokens: int = Field(
         default=2048,
         ge=16,
         le=10_000_000,
         description="Calibration tokens held back (the last blocks, at most a quarter) to "
-        "score candidates; never trained on by the probes.",
+        "score candidates; never trained on by the probes, nor measured by the methods. "
+        "Minitron candidates pick their shape on them (as minitron's own search text).",
     )
     rebuild: bool = Field(
         default=True,
-        description="Build the winner again from the original model on all the calibration "
-        "text (the held-back blocks too), so that it is exactly the pipeline a user picking "
-        "it by hand would get; off: keep the probed candidate (its probe's kd included). "
-        "Costs the winner's method time once more.",
+        description="Build the winner again from the original model, in the shape that was "
+        "scored, without its probe's kd: a minitron winner measured on the same blocks as "
+        "its candidate (so it is that candidate before its probe), svd and lillama on all "
+        "the calibration text (the held-back blocks too). Off: keep the probed candidate (its "
+        "probe's kd included). Costs the winner's method time once more.",
     )
 
     @model_validator(mode="after")

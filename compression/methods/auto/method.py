@@ -56,8 +56,9 @@ def method_input(
     blocks alone would keep a quarter of them back again and, on short text, be scored
     unrefit while the rebuilt winner is refit (measured on SmolLM2 at -30 %: unrefit, the depth
     search picks a 22-layer shape; refit, it picks the MLP-only shape, which wins after kd).
-    The held-back blocks then choose minitron's shape as well as score the candidates; svd and
-    lillama never see them."""
+    The held-back blocks then choose minitron's shape (the best of its few searched shapes by
+    perplexity) as well as score the candidates, which flatters minitron's score a little
+    against svd and lillama, which never see them (``architecture: "any"`` only)."""
     if isinstance(config, MinitronConfig):
         update = {"search_tokens": int(held.numel())}
         return config.model_copy(update=update), torch.cat([train, held])
@@ -114,7 +115,7 @@ class AutoMethod(Method[AutoConfig]):
         start = time.monotonic()
         train, held = split_blocks(blocks, config.score_tokens)
         rate = config.probe_learning_rate or AUTO_KD_LEARNING_RATE
-        probe = KdConfig(tokens=config.probe_tokens, learning_rate=rate, seed=0, guard=False)
+        probe = KdConfig(tokens=config.probe_tokens, learning_rate=rate, seed=0)
         rows: list[dict[str, Any]] = []
         best: tuple[float, nn.Module, MethodResult, dict[str, Any]] | None = None
         measured: list[float] = []  # seconds per candidate, scaled to the MLP-only cost
@@ -225,11 +226,10 @@ class AutoMethod(Method[AutoConfig]):
     ) -> tuple[dict[str, Any], nn.Module | None, MethodResult | None]:
         """Build, probe and score one candidate on a copy of ``teacher``; a pruned shape an
         earlier candidate already scored (``seen``: shape -> name) is not probed again."""
-        cfg = candidate_config(name)
+        cfg, method_blocks = method_input(candidate_config(name), train, held)
         row: dict[str, Any] = {"name": name, "method": cfg.model_dump(exclude_defaults=True)}
         t0 = time.monotonic()
         student = copy.deepcopy(teacher)
-        cfg, method_blocks = method_input(cfg, train, held)
         try:
             result = compress(
                 student, cfg, blocks=method_blocks, target_params=target_params, reporter=reporter
