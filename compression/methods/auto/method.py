@@ -148,7 +148,7 @@ class AutoMethod(Method[AutoConfig]):
             scored_shape = result.details.get("shape")
             del student, best  # free the candidate before building the winner again
             result = self._rebuild(
-                model, row, blocks, target_params, reporter, scored_shape, int(held.numel())
+                model, row, blocks, target_params, reporter, scored_shape, held.shape[0]
             )
         else:
             # The Method contract modifies ``model`` in place. The winner has another shape
@@ -190,25 +190,24 @@ class AutoMethod(Method[AutoConfig]):
         target_params: int,
         reporter: Reporter,
         scored_shape: dict[str, Any] | None = None,
-        held_tokens: int | None = None,
+        held_blocks: int = 0,
     ) -> MethodResult:
         """Compress ``model`` (the original) in place with the winner's method on all
         ``blocks``; the row records the time. A pruned winner keeps the shape that was scored
         (``scored_shape``, pinned): the search on all the text may prefer another shape of the
         same family (measured: at -30 % on SmolLM2 the depth candidate, rebuilt unpinned,
         came back as the MLP-only shape that scored worse), and auto's choice is the shape.
-        With ``held_tokens`` (auto's held-back blocks), minitron measures on the blocks its
-        candidate measured on (:func:`method_input`), so the rebuild is that candidate."""
+        With ``held_blocks`` (how many of the last ``blocks`` auto held back), the method gets
+        its input as the candidate did (:func:`method_input`), so a rebuilt minitron winner
+        is that candidate."""
         t0 = time.monotonic()
         cfg = candidate_config(row["name"])
-        if isinstance(cfg, MinitronConfig):
-            update: dict[str, Any] = {}
-            if scored_shape is not None:
-                pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
-                update["shape"] = PinnedShape(**pins)
-            if held_tokens is not None:
-                update["search_tokens"] = held_tokens
-            cfg = cfg.model_copy(update=update)
+        if scored_shape is not None and isinstance(cfg, MinitronConfig):
+            pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
+            cfg = cfg.model_copy(update={"shape": PinnedShape(**pins)})
+        if held_blocks and isinstance(cfg, MinitronConfig):  # svd and lillama fit all the text
+            n = blocks.shape[0] - held_blocks
+            cfg, blocks = method_input(cfg, blocks[:n], blocks[n:])
         result = compress(model, cfg, blocks=blocks, target_params=target_params, reporter=reporter)
         row["rebuild_seconds"] = round(time.monotonic() - t0, 3)
         return result
