@@ -162,7 +162,7 @@ def run_demo(
     port: int,
     calibration_tokens: int,
     method: str = "auto",
-    max_minutes: float = 8.0,
+    max_minutes: float = 10.0,
     seq_len: int = 512,
     distill_tokens: int = 0,
     synthetic: bool = False,

@@ -31,9 +31,10 @@ def auto_section(metrics: Mapping[str, Any]) -> list[str]:
         f"**{details.get('winner')}**, for the {details.get('reason', '')}."
         + (
             " The winner was then built again from the original model on all the calibration "
-            "text (held-back blocks included), in the shape that was scored, before the final kd."
+            "text (held-back blocks included) before the final kd."
             if details.get("rebuilt")
-            else ""
+            else " The final kd continued from the winner as it was scored (its probe's kd "
+            "included)."
         ),
         "",
         "| candidate | method | result | parameters | KL (nats/token) | top-1 agreement "

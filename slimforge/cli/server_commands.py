@@ -172,7 +172,7 @@ def _add_demo(sub: Any) -> None:
         "(about 15 minutes on 2 cores); svd: training-free, about 5; lillama: trained block by "
         "block, about 12; minitron: structured pruning to a standard architecture, about 5",
     )
-    p.add_argument("--max-minutes", type=float, default=8.0, help="auto's budget: candidates + kd")
+    p.add_argument("--max-minutes", type=float, default=10.0, help="auto's budget: candidates + kd")
     p.add_argument(
         "--calibration",
         choices=["calibration.txt", "english-calibration.txt"],

@@ -122,78 +122,99 @@ def test_kd_tokens_for_whole_batches(
     assert kd_tokens_for(seconds, speed, batch) == expected
 
 
-def test_a_pruned_winner_is_rebuilt_in_the_shape_that_was_scored() -> None:
-    """The rebuild pins the scored shape: the search on all the text may prefer another shape
-    of the same family, and what auto chose is the shape (measured on SmolLM2 at -30 %)."""
-    from slimforge.compression.methods.auto.method import AutoMethod
-    from slimforge.compression.pruning.layout import arch_of
-    from slimforge.compression.pruning.search import search_space
-
-    teacher = tiny_llama(0, 4)
-    blocks = correlated_blocks(12, 16)
-    target = resolve_target(count_parameters(teacher), ratio=0.55)  # 3 shapes: 2, 3, 4 layers
-    unpinned = copy.deepcopy(teacher)
-    compress(unpinned, candidate_config("depth"), blocks=blocks, target_params=target)
-    chosen = arch_of(unpinned)
-    others = [c for c in search_space(arch_of(teacher), candidate_config("depth"),  # type: ignore[arg-type]
-                                      target_params=target) if c.arch != chosen]  # fmt: skip
-    assert others, "the search space offers another shape"
-    scored = others[0]
-    model = copy.deepcopy(teacher)
-    row: dict[str, Any] = {"name": "depth"}
-    AutoMethod._rebuild(model, row, blocks, target, NullReporter(), scored.describe())
-    assert arch_of(model) == scored.arch != chosen
-    assert count_parameters(model) == scored.params and row["rebuild_seconds"] > 0
-
-
-def test_auto_hands_back_the_winner_in_the_shape_it_scored() -> None:
-    """End to end: with the rebuild on, the model auto returns has the winner row's shape."""
+def test_a_minitron_winner_is_kept_as_it_was_scored() -> None:
+    """A minitron winner is not rebuilt (its candidate was measured on all the blocks already):
+    the model auto hands back has the winner row's shape and its probe's kd, so scoring it
+    again gives the KL recorded for it."""
     from slimforge.compression.methods.auto.method import _shape
 
     model = tiny_llama(0, 4)
+    teacher = copy.deepcopy(model).eval()
+    blocks = correlated_blocks(12, 16)
     target = resolve_target(count_parameters(model), ratio=0.55)
     config = AutoConfig(candidates=["depth", "width"], **FAST)
-    result = compress(model, config, blocks=correlated_blocks(12, 16), target_params=target)
+    result = compress(model, config, blocks=blocks, target_params=target)
     winner = next(r for r in result.details["candidates"] if r["name"] == result.details["winner"])
-    assert result.details["rebuilt"] is True
+    assert result.details["rebuilt"] is False and "rebuild_seconds" not in winner
     assert _shape(model) == winner["shape"]
+    _, held = split_blocks(blocks, config.score_tokens)
+    again = fidelity(teacher, model, held, n_resamples=10)
+    assert again.kl_per_token == pytest.approx(winner["kl"], rel=1e-3)
 
 
-def test_minitron_candidates_measure_on_the_blocks_the_rebuild_measures_on() -> None:
-    """Each minitron candidate measures importance (and fits its refit) on the same blocks as
-    the rebuilt winner: on short text, a candidate given fewer blocks was scored unrefit while
-    the rebuilt winner was refit, and the unrefit search preferred another shape."""
+def test_minitron_candidates_measure_once_on_the_training_blocks() -> None:
+    """Minitron candidates measure importance (and fit their refit) on exactly auto's training
+    blocks, over the refit's floor, and the later candidates reuse the first one's figures."""
     model = tiny_llama(0, 4)
     # 43 blocks of 16: 656 training tokens, over the refit's floor of 4 x 128 MLP neurons;
-    # a candidate given the training blocks alone measured on 496 (unrefit), the rebuild on 528.
+    # a candidate given the training blocks alone measured on 496 (unrefit).
     blocks = correlated_blocks(43, 16)
     target = resolve_target(count_parameters(model), ratio=0.55)
     events = Events()
     config = AutoConfig(candidates=["mlp", "width", "depth"], **FAST)
     result = compress(model, config, blocks=blocks, target_params=target, reporter=events)
     train, _ = split_blocks(blocks, FAST["score_tokens"])
-    measured = [d["tokens"] for m, d in events.events if m == "importance measured"]
-    assert len(measured) >= 2  # the candidates that built, and the rebuild
-    assert set(measured) == {train.numel()}
+    measured = [d for m, d in events.events if m == "importance measured"]
+    assert len(measured) >= 2  # every candidate that built
+    assert {d["tokens"] for d in measured} == {train.numel()}
+    assert measured[0]["reused"] == []
+    assert all(set(d["reused"]) == {"importance", "grams"} for d in measured[1:])
     assert not [m for m, _ in events.events if m.startswith("refit skipped")]
     assert result.details["refit"] is True
 
 
-def test_a_rebuilt_minitron_winner_is_the_candidate_it_scored() -> None:
-    """The rebuild on all the text gives the candidate as it was before its probe: the same
-    blocks measure it, the same held-back blocks choose its shape."""
+@pytest.mark.parametrize("layer_metric", ["block_importance", "perplexity"])
+def test_shared_measurements_give_the_pruning_measured_alone(layer_metric: str) -> None:
+    """A depth pruning that reuses what an MLP-only pruning of another copy measured equals the
+    depth pruning measured from scratch, weight for weight (and the perplexity layer metric
+    does not leak into the cached Block Importance)."""
     from slimforge.compression.methods.auto.method import method_input
+    from slimforge.compression.methods.minitron.measure import Measurements
+    from slimforge.compression.methods.minitron.method import MinitronMethod
 
     teacher = tiny_llama(0, 4)
-    blocks = correlated_blocks(12, 16)
+    blocks = correlated_blocks(43, 16)
     target = resolve_target(count_parameters(teacher), ratio=0.55)
-    rebuilt = copy.deepcopy(teacher)
-    compress(rebuilt, AutoConfig(candidates=["depth"], **FAST), blocks=blocks, target_params=target)
     train, held = split_blocks(blocks, FAST["score_tokens"])
-    cfg, given = method_input(candidate_config("depth"), train, held)
-    candidate = copy.deepcopy(teacher)
-    compress(candidate, cfg, blocks=given, target_params=target)
-    mine, theirs = rebuilt.state_dict(), candidate.state_dict()
+    mlp_cfg, given = method_input(candidate_config("mlp"), train, held)
+    depth_cfg, _ = method_input(candidate_config("depth"), train, held)
+    depth_cfg = depth_cfg.model_copy(update={"layer_metric": layer_metric})
+    shared = Measurements()
+    common: dict[str, Any] = {"blocks": given, "target_params": target, "measurements": shared}
+    minitron = MinitronMethod()
+    minitron.prune(copy.deepcopy(teacher), mlp_cfg, reporter=NullReporter(), **common)  # type: ignore[arg-type]
+    block_importance = shared.importance.layers.clone()  # type: ignore[union-attr]
+    reused, alone = copy.deepcopy(teacher), copy.deepcopy(teacher)
+    minitron.prune(reused, depth_cfg, reporter=NullReporter(), **common)  # type: ignore[arg-type]
+    compress(alone, depth_cfg, blocks=given, target_params=target)
+    assert "importance" in shared.reused
+    torch.testing.assert_close(shared.importance.layers, block_importance)  # type: ignore[union-attr]
+    mine, theirs = reused.state_dict(), alone.state_dict()
     assert mine.keys() == theirs.keys()
     for name, tensor in mine.items():
         torch.testing.assert_close(tensor, theirs[name], msg=name)
+
+
+def test_measurements_taken_on_other_blocks_are_refused() -> None:
+    from slimforge.compression.methods.minitron.measure import Measurements
+
+    shared = Measurements()
+    blocks = correlated_blocks(8, 16)
+    shared.bind(blocks[:6], blocks[6:])
+    shared.bind(blocks[:6].clone(), blocks[6:].clone())  # equal tokens: fine
+    with pytest.raises(RuntimeError, match="other calibration blocks"):
+        shared.bind(blocks[:5], blocks[5:])
+
+
+def test_the_kd_budget_runs_at_the_fastest_probe_speed() -> None:
+    """The first probe step carries one-off costs: the fastest probe is nearest the kd's speed;
+    candidates that were not probed do not count."""
+    from slimforge.compression.methods.auto.method import _kd_speed
+
+    rows = [
+        {"name": "mlp", "status": "scored", "kd_tokens_per_second": 66.3},
+        {"name": "width", "status": "skipped"},
+        {"name": "depth", "status": "scored", "kd_tokens_per_second": 71.0},
+        {"name": "svd", "status": "refused"},
+    ]
+    assert _kd_speed(rows) == 71.0

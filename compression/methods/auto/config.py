@@ -120,11 +120,11 @@ class AutoConfig(MethodParameters):
     )
     rebuild: bool = Field(
         default=True,
-        description="Build the winner again from the original model, in the shape that was "
-        "scored, without its probe's kd: a minitron winner measured on the same blocks as "
-        "its candidate (so it is that candidate before its probe), svd and lillama on all "
-        "the calibration text (the held-back blocks too). Off: keep the probed candidate (its "
-        "probe's kd included). Costs the winner's method time once more.",
+        description="Build a low-rank winner (svd, lillama) again from the original model on "
+        "all the calibration text (the held-back blocks too), without its probe's kd; costs "
+        "its method time once more. A minitron winner is never rebuilt: its candidate was "
+        "measured on all those blocks already, so it is kept as scored, its probe's kd "
+        "included. Off: keep every probed candidate as scored.",
     )
 
     @model_validator(mode="after")

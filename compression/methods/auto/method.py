@@ -21,7 +21,9 @@ from slimforge.compression.methods.auto.config import (
     candidate_config,
 )
 from slimforge.compression.methods.method import Method, MethodResult, compress
-from slimforge.compression.methods.minitron.config import MinitronConfig, PinnedShape
+from slimforge.compression.methods.minitron.config import MinitronConfig
+from slimforge.compression.methods.minitron.measure import Measurements
+from slimforge.compression.methods.minitron.method import MinitronMethod
 from slimforge.compression.methods.registry import get_method
 from slimforge.compression.parameters import MethodParameters
 from slimforge.compression.planning import RankPlan
@@ -51,14 +53,14 @@ def method_input(
 ) -> tuple[MethodParameters, torch.Tensor]:
     """What a candidate's method calibrates on: the training blocks, and for minitron also the
     held-back ones, as its shape-search text (``search_tokens`` = theirs). Minitron then
-    measures importance and fits its refit on exactly the blocks the rebuild on all the text
-    measures on: the refit needs 4 tokens per MLP neuron, and a candidate given the training
-    blocks alone would keep a quarter of them back again and, on short text, be scored
-    unrefit while the rebuilt winner is refit (measured on SmolLM2 at -30 %: unrefit, the depth
-    search picks a 22-layer shape; refit, it picks the MLP-only shape, which wins after kd).
-    The held-back blocks then choose minitron's shape (the best of its few searched shapes by
-    perplexity) as well as score the candidates, which flatters minitron's score a little
-    against svd and lillama, which never see them (``architecture: "any"`` only)."""
+    measures importance and fits its refit on exactly the training blocks: the refit needs 4
+    tokens per MLP neuron, and a candidate given the training blocks alone would keep a
+    quarter of them back again and, on short text, be pruned unrefit (measured on SmolLM2 at
+    -30 %: unrefit, the depth search picks a 22-layer shape; refit, it picks the MLP-only
+    shape, which wins after kd). The held-back blocks then choose minitron's shape (the best
+    of its few searched shapes by perplexity) as well as score the candidates, which flatters
+    minitron's score a little against svd and lillama, which never see them
+    (``architecture: "any"`` only)."""
     if isinstance(config, MinitronConfig):
         update = {"search_tokens": int(held.numel())}
         return config.model_copy(update=update), torch.cat([train, held])
@@ -78,6 +80,13 @@ def _shape(model: nn.Module) -> str:
         f"layers {c.num_hidden_layers}, hidden {c.hidden_size}, mlp {c.intermediate_size}, "
         f"heads {c.num_attention_heads}"
     )
+
+
+def _kd_speed(rows: list[dict[str, Any]]) -> float:
+    """kd tokens per second for the kd stage's budget: the fastest probe's. Probes are two or
+    three steps, and the first carries one-off costs (measured on SmolLM2: 66 tokens/s over
+    the probe, 78 in the kd stage after it), so the fastest is the closest to the kd's speed."""
+    return max(r["kd_tokens_per_second"] for r in rows if r.get("status") == "scored")
 
 
 class AutoMethod(Method[AutoConfig]):
@@ -120,6 +129,8 @@ class AutoMethod(Method[AutoConfig]):
         best: tuple[float, nn.Module, MethodResult, dict[str, Any]] | None = None
         measured: list[float] = []  # seconds per candidate, scaled to the MLP-only cost
         teacher = model.eval()
+        # Minitron candidates are cut from copies of ``teacher`` on the same blocks: measured once.
+        measured_once = Measurements()
         for name in config.candidate_names():
             reporter.check_cancelled()
             estimate = max(measured, default=0.0) * RELATIVE_COST[name]
@@ -131,7 +142,7 @@ class AutoMethod(Method[AutoConfig]):
             # The first candidate that builds always runs: a job gets a model, late or not.
             seen = {r["shape"]: r["name"] for r in rows if r.get("status") == "scored"}
             row, student, result = self._candidate(
-                name, teacher, train, held, probe, target_params, seen, reporter
+                name, teacher, train, held, probe, target_params, seen, measured_once, reporter
             )
             rows.append(row)
             reporter.event(f"auto: candidate {name} {row['status']}", data=row)
@@ -143,13 +154,12 @@ class AutoMethod(Method[AutoConfig]):
         if best is None:
             self._plan(model, config, target_params)  # the reason none could be built
             raise ValueError("auto: no candidate pipeline could be built for this model")
+        del measured_once  # its Grams take layers x intermediate² float64
         _, student, result, row = best
-        if config.rebuild:
-            scored_shape = result.details.get("shape")
+        rebuilt = config.rebuild and not isinstance(candidate_config(row["name"]), MinitronConfig)
+        if rebuilt:
             del student, best  # free the candidate before building the winner again
-            result = self._rebuild(
-                model, row, blocks, target_params, reporter, scored_shape, held.shape[0]
-            )
+            result = self._rebuild(model, row, blocks, target_params, reporter)
         else:
             # The Method contract modifies ``model`` in place. The winner has another shape
             # (and a probe's worth of kd already), so ``model`` takes its state whole: same
@@ -164,12 +174,12 @@ class AutoMethod(Method[AutoConfig]):
             winner_method=row["method"],
             reason=f"lowest KL(teacher ‖ student) on {held.numel():,} held-back calibration "
             f"tokens after a {probe.tokens:,}-token kd probe",
-            rebuilt=config.rebuild,
+            rebuilt=rebuilt,
             candidates=rows,
             probe_tokens=probe.tokens,
             score_tokens=int(held.numel()),
             kd_tokens=config.kd_tokens
-            or kd_tokens_for(kd_seconds, row["kd_tokens_per_second"], 4 * blocks.shape[1]),
+            or kd_tokens_for(kd_seconds, _kd_speed(rows), 4 * blocks.shape[1]),
             seconds=round(spent, 3),
         )
         chosen = {k: details[k] for k in ("winner", "reason", "kd_tokens")}
@@ -189,25 +199,11 @@ class AutoMethod(Method[AutoConfig]):
         blocks: torch.Tensor,
         target_params: int,
         reporter: Reporter,
-        scored_shape: dict[str, Any] | None = None,
-        held_blocks: int = 0,
     ) -> MethodResult:
-        """Compress ``model`` (the original) in place with the winner's method on all
-        ``blocks``; the row records the time. A pruned winner keeps the shape that was scored
-        (``scored_shape``, pinned): the search on all the text may prefer another shape of the
-        same family (measured: at -30 % on SmolLM2 the depth candidate, rebuilt unpinned,
-        came back as the MLP-only shape that scored worse), and auto's choice is the shape.
-        With ``held_blocks`` (how many of the last ``blocks`` auto held back), the method gets
-        its input as the candidate did (:func:`method_input`), so a rebuilt minitron winner
-        is that candidate."""
+        """Compress ``model`` (the original) in place with the low-rank winner's method on all
+        ``blocks`` (the held-back ones too); the row records the time."""
         t0 = time.monotonic()
         cfg = candidate_config(row["name"])
-        if scored_shape is not None and isinstance(cfg, MinitronConfig):
-            pins = {k: int(v) for k, v in scored_shape.items() if k in PinnedShape.model_fields}
-            cfg = cfg.model_copy(update={"shape": PinnedShape(**pins)})
-        if held_blocks and isinstance(cfg, MinitronConfig):  # svd and lillama fit all the text
-            n = blocks.shape[0] - held_blocks
-            cfg, blocks = method_input(cfg, blocks[:n], blocks[n:])
         result = compress(model, cfg, blocks=blocks, target_params=target_params, reporter=reporter)
         row["rebuild_seconds"] = round(time.monotonic() - t0, 3)
         return result
@@ -221,18 +217,27 @@ class AutoMethod(Method[AutoConfig]):
         probe: KdConfig,
         target_params: int,
         seen: dict[str, str],
+        measured_once: Measurements,
         reporter: Reporter,
     ) -> tuple[dict[str, Any], nn.Module | None, MethodResult | None]:
         """Build, probe and score one candidate on a copy of ``teacher``; a pruned shape an
-        earlier candidate already scored (``seen``: shape -> name) is not probed again."""
+        earlier candidate already scored (``seen``: shape -> name) is not probed again.
+        Minitron candidates share ``measured_once`` (importance and Grams of ``teacher``)."""
         cfg, method_blocks = method_input(candidate_config(name), train, held)
         row: dict[str, Any] = {"name": name, "method": cfg.model_dump(exclude_defaults=True)}
         t0 = time.monotonic()
         student = copy.deepcopy(teacher)
         try:
-            result = compress(
-                student, cfg, blocks=method_blocks, target_params=target_params, reporter=reporter
-            )
+            if isinstance(cfg, MinitronConfig):
+                result = MinitronMethod().prune(
+                    student, cfg, blocks=method_blocks, target_params=target_params,
+                    reporter=reporter, measurements=measured_once,
+                )  # fmt: skip
+            else:
+                result = compress(
+                    student, cfg, blocks=method_blocks, target_params=target_params,
+                    reporter=reporter,
+                )  # fmt: skip
         except ValueError as exc:  # unreachable target, unsupported architecture
             row.update(status="refused", reason=str(exc))
             return row, None, None

@@ -8,26 +8,25 @@ The maths lives in ``compression/pruning/``; this module owns the search and the
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimforge.compression.calibration import collect_input_grams
 from slimforge.compression.evaluation import perplexity
 from slimforge.compression.lowrank import count_parameters
 from slimforge.compression.methods.method import Method, MethodResult
 from slimforge.compression.methods.minitron.config import MinitronConfig
+from slimforge.compression.methods.minitron.measure import (
+    REFIT_TOKENS_PER_NEURON,
+    Measurements,
+    measure_model,
+)
 from slimforge.compression.planning import RankPlan
 from slimforge.compression.progress import Reporter
 from slimforge.compression.pruning.arch import Arch, Candidate
-from slimforge.compression.pruning.importance import (
-    Importance,
-    layer_removal_scores,
-    measure_importance,
-)
+from slimforge.compression.pruning.importance import Importance
 from slimforge.compression.pruning.layout import arch_of
 from slimforge.compression.pruning.local_distill import (
     capture_mlp_io,
@@ -35,21 +34,11 @@ from slimforge.compression.pruning.local_distill import (
     mlp_io_bytes,
 )
 from slimforge.compression.pruning.prune import choose_layers, prune_model, top_indices
-from slimforge.compression.pruning.refit import (
-    apply_refit,
-    down_projection_names,
-    refit_down_weights,
-)
+from slimforge.compression.pruning.refit import apply_refit, refit_down_weights
 from slimforge.compression.pruning.search import search_space
 from slimforge.compression.pruning.sequential_refit import sequential_refit
 
 __all__ = ["REFIT_TOKENS_PER_NEURON", "MinitronMethod", "pick_candidates", "removed_importance"]
-
-# The refit solves intermediate_size unknowns per output from the measured tokens. On SmolLM2
-# (1,536 neurons) 6,144 tokens made it a large gain (docs/BENCHMARKS.md, lever table) and 1,536
-# made the pruned model much worse (perplexity 96 against 55 without it: the slow GGUF test's
-# job, 2026-11-30): below this many tokens per neuron it is skipped.
-REFIT_TOKENS_PER_NEURON = 4
 
 
 def removed_importance(arch: Arch, shape: Arch, importance: Importance) -> float:
@@ -174,11 +163,30 @@ class MinitronMethod(Method[MinitronConfig]):
         workdir: Path | None,
         device: torch.device | None,
     ) -> MethodResult:
+        """:meth:`prune`. Fast enough (forward passes, plus the short local distillation when
+        asked) that it keeps no checkpoints (``workdir`` unused)."""
+        return self.prune(model, config, blocks=blocks, target_params=target_params,
+                          reporter=reporter)  # fmt: skip
+
+    def prune(
+        self,
+        model: nn.Module,
+        config: MinitronConfig,
+        *,
+        blocks: torch.Tensor,
+        target_params: int,
+        reporter: Reporter,
+        measurements: Measurements | None = None,
+    ) -> MethodResult:
         """Prune ``model`` in place to the best candidate shape near ``target_params``.
 
-        Needs memory for one pruned copy at a time while candidates are scored. Fast enough
-        (forward passes, plus the short local distillation when asked) that it keeps no
-        checkpoints (``workdir`` unused).
+        ``blocks`` [n, t]: the first measure importance (and the refit's Grams), the last
+        ``config.search_tokens`` rank the candidate shapes. ``measurements``: what an earlier
+        pruning of a copy of the same unpruned model on the same ``blocks`` measured, reused
+        (and filled in); ValueError when it was taken on other blocks. Needs memory for one
+        pruned copy at a time while candidates are scored. Raises UnreachableTargetError (no
+        shape near the target) and ValueError (an architecture minitron cannot model) before
+        any work.
         """
         arch, total, candidates = self._search(model, config, target_params)  # fails early
         n = blocks.shape[0]
@@ -186,44 +194,9 @@ class MinitronMethod(Method[MinitronConfig]):
         if n < 2:
             raise ValueError("minitron needs at least 2 calibration blocks (measure + search)")
         measure, search = blocks[: n - held], blocks[n - held :]
-        t0 = time.monotonic()
-        importance = measure_importance(
-            model, measure, batch_size=config.batch_size, reporter=reporter
+        importance, grams = measure_model(
+            model, config, arch, measure, search, reporter, cache=measurements
         )
-        if config.layer_metric == "perplexity" and "depth" in config.axes:
-            importance.layers = layer_removal_scores(model, search, reporter=reporter)
-        reporter.event(
-            "importance measured",
-            data={
-                "tokens": int(measure.numel()),
-                "seconds": round(time.monotonic() - t0, 2),
-                "layer_scores": [round(float(x), 6) for x in importance.layers],
-            },
-        )
-        grams = None
-        if config.refit and "mlp" in config.axes and arch.experts == 0:
-            gram_bytes = arch.layers * arch.intermediate**2 * 8  # float64, one per block
-            too_little = measure.numel() < REFIT_TOKENS_PER_NEURON * arch.intermediate
-            if too_little:
-                reporter.event(
-                    f"refit skipped: {measure.numel():,} calibration tokens measure the MLPs, "
-                    f"fewer than {REFIT_TOKENS_PER_NEURON} per neuron "
-                    f"({REFIT_TOKENS_PER_NEURON * arch.intermediate:,}); with so few the least "
-                    "squares fit the text, not the model (give more calibration tokens)",
-                    level="warning",
-                    data={"tokens": int(measure.numel()), "intermediate": arch.intermediate},
-                )
-            elif gram_bytes <= config.refit_max_gib * 2**30:
-                grams, _ = collect_input_grams(
-                    model, measure, down_projection_names(model), batch_size=config.batch_size
-                )
-            else:
-                reporter.event(
-                    f"refit skipped: its input Grams would take {gram_bytes / 2**30:.1f} GiB, "
-                    f"over refit_max_gib = {config.refit_max_gib:g}",
-                    level="warning",
-                    data={"gram_bytes": gram_bytes, "refit_max_gib": config.refit_max_gib},
-                )
 
         # The sequential refit compares with the unpruned model, which the final prune edits.
         original = copy.deepcopy(model) if grams is not None and config.refit_sequential else None
