@@ -8,18 +8,20 @@ data-free calibration (Liu et al. 2023, arXiv 2305.17888, section 2.1); starting
 instructions is what chat models are tuned on (SlimOrca's prompts in Lillama's calibration).
 
 Changing the list changes the sampled text: bump ``PROMPTS_VERSION`` (a key of the worker's
-sample cache) with every edit. Torch-free.
+sample cache) with every edit. None shares four words in a row with the fixed prompts every job
+answers (``slimforge.compression.generations``): the text a student is shown with must not be
+one it was calibrated on (version 2 reworded three that did). Torch-free.
 """
 
 from __future__ import annotations
 
 __all__ = ["PROMPTS", "PROMPTS_VERSION"]
 
-PROMPTS_VERSION = 1
+PROMPTS_VERSION = 2
 
 PROMPTS: tuple[str, ...] = (
     # stories and creative writing
-    "Write a short story about a lighthouse keeper who finds a message in a bottle.",
+    "Tell the tale of a baker who finds a letter hidden in a sack of flour.",
     "Tell a bedtime story about a fox who is afraid of the dark.",
     "Write a poem about the first snow of winter.",
     "Describe a busy market in a small coastal town on a Saturday morning.",
@@ -39,7 +41,7 @@ PROMPTS: tuple[str, ...] = (
     "Explain what a black hole is.",
     "Why do we dream? Summarise what scientists think.",
     # how-tos
-    "How do I make a simple tomato soup?",
+    "What is an easy recipe for tomato soup?",
     "Give me step-by-step instructions to change a flat bicycle tire.",
     "How can I start a small vegetable garden on a balcony?",
     "How do I prepare for a job interview?",
@@ -73,7 +75,7 @@ PROMPTS: tuple[str, ...] = (
     "Who was Marie Curie and what did she discover?",
     "What were the main achievements of the Roman Empire?",
     "Describe the water cycle.",
-    "What is the capital of Australia, and why was it chosen?",
+    "Why was Canberra chosen as the seat of Australia's government?",
     "Tell me some interesting facts about octopuses.",
     "How did the Industrial Revolution change everyday life?",
     # maths and reasoning

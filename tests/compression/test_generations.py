@@ -132,3 +132,19 @@ def test_smollm2_answers_through_its_chat_template() -> None:
     assert all(g["chat_template"] and g["teacher"] == g["student"] != "" for g in got)
     assert [g["prompt"] for g in got] == list(CHAT_PROMPTS)
     assert "Paris" in got[0]["teacher"]  # an instruct model prompted as one knows this
+
+
+def _word_runs(text: str, n: int) -> set[tuple[str, ...]]:
+    words = "".join(c.lower() if c.isalnum() else " " for c in text).split()
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def test_the_shown_prompts_share_no_four_words_with_the_calibration_prompts() -> None:
+    """Every job shows its student answering these; the synthetic calibration text starts from
+    ``PROMPTS``: a shared request would flatter the student (version 1 had "a short story
+    about a lighthouse keeper", "what is the capital of" and "how do i make a")."""
+    from slimforge.compression.prompts import PROMPTS
+
+    calibration = set().union(*(_word_runs(p, 4) for p in PROMPTS))
+    for shown in CHAT_PROMPTS + TEXT_PROMPTS:
+        assert not _word_runs(shown, 4) & calibration, shown
