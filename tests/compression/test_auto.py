@@ -126,7 +126,7 @@ def test_a_minitron_winner_is_kept_as_it_was_scored() -> None:
     """A minitron winner is not rebuilt (its candidate was measured on all the blocks already):
     the model auto hands back has the winner row's shape and its probe's kd, so scoring it
     again gives the KL recorded for it."""
-    from slimforge.compression.methods.auto.method import _shape
+    from slimforge.compression.methods.auto.candidates import model_shape
 
     model = tiny_llama(0, 4)
     teacher = copy.deepcopy(model).eval()
@@ -136,7 +136,10 @@ def test_a_minitron_winner_is_kept_as_it_was_scored() -> None:
     result = compress(model, config, blocks=blocks, target_params=target)
     winner = next(r for r in result.details["candidates"] if r["name"] == result.details["winner"])
     assert result.details["rebuilt"] is False and "rebuild_seconds" not in winner
-    assert _shape(model) == winner["shape"]
+    assert model_shape(model) == winner["shape"]
+    # As the kd stage expects it: in eval mode, its parameters trainable as before the probe.
+    assert not model.training
+    assert all(p.requires_grad for p in model.parameters())
     _, held = split_blocks(blocks, config.score_tokens)
     again = fidelity(teacher, model, held, n_resamples=10)
     assert again.kl_per_token == pytest.approx(winner["kl"], rel=1e-3)
@@ -204,17 +207,35 @@ def test_measurements_taken_on_other_blocks_are_refused() -> None:
     shared.bind(blocks[:6].clone(), blocks[6:].clone())  # equal tokens: fine
     with pytest.raises(RuntimeError, match="other calibration blocks"):
         shared.bind(blocks[:5], blocks[5:])
+    other = blocks.clone()
+    other[0, 0] += 1  # same shapes, one token different
+    with pytest.raises(RuntimeError, match="other calibration blocks"):
+        shared.bind(other[:6], other[6:])
 
 
-def test_the_kd_budget_runs_at_the_fastest_probe_speed() -> None:
-    """The first probe step carries one-off costs: the fastest probe is nearest the kd's speed;
-    candidates that were not probed do not count."""
-    from slimforge.compression.methods.auto.method import _kd_speed
+def test_the_probe_speed_counts_the_tokens_the_probe_trained() -> None:
+    """kd trains whole batches: a 40-token probe on blocks of 16 trains one batch of 4 x 16.
+    The speed the kd budget is sized by divides those 64 tokens by the probe's seconds."""
+    config = AutoConfig(architecture="any", candidates=["svd"], probe_tokens=40, score_tokens=32)
+    _, result, _, _, _ = _run(config)
+    row = result.details["candidates"][0]
+    assert row["probe_tokens"] == 64
+    assert row["kd_tokens_per_second"] * row["probe_seconds"] == pytest.approx(64, rel=1e-2)
 
-    rows = [
-        {"name": "mlp", "status": "scored", "kd_tokens_per_second": 66.3},
-        {"name": "width", "status": "skipped"},
-        {"name": "depth", "status": "scored", "kd_tokens_per_second": 71.0},
-        {"name": "svd", "status": "refused"},
-    ]
-    assert _kd_speed(rows) == 71.0
+
+def test_the_last_minitron_candidate_releases_the_shared_measurements() -> None:
+    """The Grams (layers x intermediate² float64) are not held through later candidates."""
+    from slimforge.compression.configs import KdConfig
+    from slimforge.compression.methods.auto.candidates import Trial
+    from slimforge.compression.methods.minitron.measure import Measurements
+
+    teacher = tiny_llama(0, 4).eval()
+    train, held = split_blocks(correlated_blocks(43, 16), FAST["score_tokens"])
+    target = resolve_target(count_parameters(teacher), ratio=0.55)
+    trial = Trial(teacher, train, held, KdConfig(tokens=64), target, NullReporter(), Measurements())
+    first = trial.run("mlp", {}, last_minitron=False)
+    assert first.row["status"] == "scored" and trial.measured_once.grams is not None
+    assert first.row["measure_seconds"] > 0
+    last = trial.run("depth", {}, last_minitron=True)
+    assert last.row["measure_seconds"] < first.row["measure_seconds"]  # reused, not measured
+    assert trial.measured_once.grams is None and trial.measured_once.importance is None

@@ -122,9 +122,10 @@ class AutoConfig(MethodParameters):
         default=True,
         description="Build a low-rank winner (svd, lillama) again from the original model on "
         "all the calibration text (the held-back blocks too), without its probe's kd; costs "
-        "its method time once more. A minitron winner is never rebuilt: its candidate was "
-        "measured on all those blocks already, so it is kept as scored, its probe's kd "
-        "included. Off: keep every probed candidate as scored.",
+        "its method time once more. A minitron winner is never rebuilt: its candidate "
+        "measured importance on the other blocks and chose its shape on the held-back ones, "
+        "as a rebuild would, so it is kept as scored, its probe's kd included. Off: keep "
+        "every probed candidate as scored.",
     )
 
     @model_validator(mode="after")

@@ -41,7 +41,8 @@ class Measurements:
     """Measurements of one unpruned model on one split of calibration blocks, filled in as
     prunings ask for them. ``measure`` [n, t] and ``search`` [m, t] are the blocks they were
     taken on (set by the first pruning); :func:`measure_model` raises RuntimeError when given
-    other blocks (the cached figures would describe different text)."""
+    other blocks (the cached figures would describe different text). The figures do not
+    depend on the config's ``batch_size`` (it only groups the forward passes)."""
 
     measure: torch.Tensor | None = None  # [n, t] token ids: importance and Grams
     search: torch.Tensor | None = None  # [m, t] token ids: layer-removal perplexities
@@ -49,6 +50,11 @@ class Measurements:
     layer_removal: torch.Tensor | None = None  # [layers], perplexity rise per removed block
     grams: dict[str, torch.Tensor] | None = None  # down projection name -> [inter, inter] f64
     reused: list[str] = field(default_factory=list)  # what later prunings took from here
+
+    def release(self) -> None:
+        """Drop the measured figures (the Grams take layers x intermediate² float64); a later
+        pruning measures again."""
+        self.importance = self.layer_removal = self.grams = None
 
     def bind(self, measure: torch.Tensor, search: torch.Tensor) -> None:
         """Record the blocks on first use; RuntimeError when later ones differ."""
@@ -75,8 +81,9 @@ def measure_model(
     cache: Measurements | None = None,
 ) -> tuple[Importance, dict[str, torch.Tensor] | None]:
     """Importance of every prunable unit of the unpruned ``model`` (its ``layers`` scores by
-    ``config.layer_metric``) and the MLP input Grams when the refit applies (None otherwise,
-    with a warning event saying why). ``cache``: figures taken earlier on a copy of the same
+    ``config.layer_metric``) and the MLP input Grams when the refit applies: None when it is
+    off, the MLP is not an axis or the model is a mixture of experts, and None with a warning
+    event when there are too few tokens per neuron or the Grams would pass ``refit_max_gib``. ``cache``: figures taken earlier on a copy of the same
     unpruned model on the same blocks are reused, and what is measured here is stored in it.
     Raises RuntimeError when ``cache`` was measured on other blocks."""
     memo = Measurements() if cache is None else cache
@@ -128,7 +135,7 @@ def _grams(
     measure_blocks: torch.Tensor,
     reporter: Reporter,
 ) -> dict[str, torch.Tensor] | None:
-    """The refit's Grams, or None with a warning event when it is off or cannot apply."""
+    """The refit's Grams, or None (see :func:`measure_model` for when, with a warning)."""
     if not config.refit or "mlp" not in config.axes or arch.experts:
         return None
     tokens = int(measure_blocks.numel())

@@ -8,6 +8,7 @@ The maths lives in ``compression/pruning/``; this module owns the search and the
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +184,7 @@ class MinitronMethod(Method[MinitronConfig]):
         ``blocks`` [n, t]: the first measure importance (and the refit's Grams), the last
         ``config.search_tokens`` rank the candidate shapes. ``measurements``: what an earlier
         pruning of a copy of the same unpruned model on the same ``blocks`` measured, reused
-        (and filled in); ValueError when it was taken on other blocks. Needs memory for one
+        (and filled in); RuntimeError when it was taken on other blocks. Needs memory for one
         pruned copy at a time while candidates are scored. Raises UnreachableTargetError (no
         shape near the target) and ValueError (an architecture minitron cannot model) before
         any work.
@@ -194,64 +195,26 @@ class MinitronMethod(Method[MinitronConfig]):
         if n < 2:
             raise ValueError("minitron needs at least 2 calibration blocks (measure + search)")
         measure, search = blocks[: n - held], blocks[n - held :]
+        t0 = time.monotonic()
         importance, grams = measure_model(
             model, config, arch, measure, search, reporter, cache=measurements
         )
-
-        # The sequential refit compares with the unpruned model, which the final prune edits.
-        original = copy.deepcopy(model) if grams is not None and config.refit_sequential else None
-
-        def pruned(target: nn.Module, shape: Arch, layers: list[int], final: bool) -> None:
-            refits = (
-                {}
-                if grams is None
-                else refit_down_weights(
-                    model, grams, importance, shape, layers, ridge=config.refit_ridge
-                )
-            )
-            prune_model(target, shape, importance, layers=layers)
-            apply_refit(target, refits, layers)
-            # Candidates are ranked with the plain refit (cheaper); the chosen one gets both.
-            if final and original is not None and refits:
-                sequential_refit(original, target, measure, layers, ridge=config.refit_ridge,
-                                 batch_size=config.batch_size, reporter=reporter)  # fmt: skip
-
+        measure_seconds = time.monotonic() - t0
+        cut = _Cutter(model, config, importance, grams, measure, reporter)
         chosen = pick_candidates(arch, candidates, importance, config.max_candidates)
-        scored: list[dict[str, Any]] = []
-        best: tuple[float, Candidate, list[int]] | None = None
-        for i, cand in enumerate(chosen):
-            reporter.check_cancelled()
-            layers = choose_layers(
-                importance.layers, cand.arch.layers, contiguous=config.contiguous_layers
-            )
-            trial = copy.deepcopy(model)
-            pruned(trial, cand.arch, layers, final=False)
-            ppl = perplexity(trial, search)
-            del trial
-            row = {
-                **cand.describe(),
-                "perplexity": ppl,
-                "removed_importance": round(removed_importance(arch, cand.arch, importance), 6),
-            }
-            scored.append(row)
-            reporter.event("candidate scored", data={"index": i + 1, "total": len(chosen), **row})
-            if best is None or ppl < best[0]:
-                best = (ppl, cand, layers)
-        assert best is not None
-        _, cand, layers = best
+        scored, (cand, layers) = self._score_shapes(model, arch, chosen, cut, search, reporter)
         io = self._local_io(model, config, arch, cand.arch, layers, measure, reporter)
-        pruned(model, cand.arch, layers, final=True)
+        cut.prune(model, cand.arch, layers, final=True)
         local = None
         if io is not None:
             local = distill_mlps_locally(model, io, layers, epochs=config.local_distill_epochs,
                                          lr=config.local_distill_lr, reporter=reporter)  # fmt: skip
             del io
-        after = count_parameters(model)
         reporter.event("pruned", data={**cand.describe(), "kept_layers": layers})
         return MethodResult(
             ranks={},
             params_before=total,
-            params_after=after,
+            params_after=count_parameters(model),
             tokens_used=int(blocks.numel()),
             details={
                 "shape": cand.describe(),
@@ -259,7 +222,76 @@ class MinitronMethod(Method[MinitronConfig]):
                 "candidates": scored,
                 "candidates_found": len(candidates),
                 "refit": grams is not None,
-                "refit_sequential": original is not None,
+                "refit_sequential": cut.original is not None,
                 "local_distill": None if local is None else vars(local),
+                "measure_seconds": round(measure_seconds, 3),
             },
         )
+
+    @staticmethod
+    def _score_shapes(
+        model: nn.Module,
+        arch: Arch,
+        chosen: list[Candidate],
+        cut: _Cutter,
+        search: torch.Tensor,
+        reporter: Reporter,
+    ) -> tuple[list[dict[str, Any]], tuple[Candidate, list[int]]]:
+        """Each chosen shape cut from a copy of ``model`` and scored by perplexity on
+        ``search`` [m, t]: the rows, and the best shape with its kept layers."""
+        scored: list[dict[str, Any]] = []
+        best: tuple[float, Candidate, list[int]] | None = None
+        for i, cand in enumerate(chosen):
+            reporter.check_cancelled()
+            layers = choose_layers(
+                cut.importance.layers, cand.arch.layers, contiguous=cut.config.contiguous_layers
+            )
+            trial = copy.deepcopy(model)
+            cut.prune(trial, cand.arch, layers, final=False)
+            ppl = perplexity(trial, search)
+            del trial
+            removed = removed_importance(arch, cand.arch, cut.importance)
+            row = {**cand.describe(), "perplexity": ppl, "removed_importance": round(removed, 6)}
+            scored.append(row)
+            reporter.event("candidate scored", data={"index": i + 1, "total": len(chosen), **row})
+            if best is None or ppl < best[0]:
+                best = (ppl, cand, layers)
+        assert best is not None
+        return scored, best[1:]
+
+
+class _Cutter:
+    """Cuts a copy of the unpruned ``model`` (or the model itself, last) to a shape: prune,
+    then the refit of the narrowed down projections from the original's Grams; the final cut
+    also gets the sequential refit when ``config.refit_sequential``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: MinitronConfig,
+        importance: Importance,
+        grams: dict[str, torch.Tensor] | None,
+        measure: torch.Tensor,
+        reporter: Reporter,
+    ) -> None:
+        self.model, self.config, self.importance, self.grams = model, config, importance, grams
+        self.measure, self.reporter = measure, reporter
+        # The sequential refit compares with the unpruned model, which the final cut edits.
+        sequential = grams is not None and config.refit_sequential
+        self.original = copy.deepcopy(model) if sequential else None
+
+    def prune(self, target: nn.Module, shape: Arch, layers: list[int], final: bool) -> None:
+        c = self.config
+        refits = (
+            {}
+            if self.grams is None
+            else refit_down_weights(
+                self.model, self.grams, self.importance, shape, layers, ridge=c.refit_ridge
+            )
+        )
+        prune_model(target, shape, self.importance, layers=layers)
+        apply_refit(target, refits, layers)
+        # Candidates are ranked with the plain refit (cheaper); the chosen one gets both.
+        if final and self.original is not None and refits:
+            sequential_refit(self.original, target, self.measure, layers, ridge=c.refit_ridge,
+                             batch_size=c.batch_size, reporter=self.reporter)  # fmt: skip
