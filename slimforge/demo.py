@@ -156,6 +156,54 @@ def _table(job: dict[str, Any], artifact: dict[str, Any], folder: Path) -> str:
     return "\n".join(lines)
 
 
+def demo_body(
+    model_dir: Path,
+    *,
+    ratio: float,
+    method: str,
+    calibration_tokens: int,
+    max_minutes: float = 10.0,
+    sampled_tokens: int = 4096,
+    seq_len: int = 512,
+    distill_tokens: int = 0,
+    synthetic: bool = False,
+    calibration: str | None = None,
+) -> dict[str, Any]:
+    """The job the demo submits (a ``POST /v1/jobs`` body)."""
+    body: dict[str, Any] = {
+        "model": {"path": str(model_dir), "gguf_file": GGUF},
+        "target": {"ratio": ratio},
+        "method": {"name": method},
+        # General English that no calibration source contains (data/corpus/LICENSE.md).
+        "evaluation": {"path": str(CORPUS / "english-evaluation.txt"), "max_tokens": 8192},
+        "metadata": {"source": "slimforge demo"},
+    }
+    # The service's general mixture (English + the model's own text), sized for 2 CPU cores:
+    # sampling runs at about 30 tokens/s there, so only ``sampled_tokens`` of it are the
+    # model's and the rest is English; or a corpus file when asked.
+    share = min(1.0, sampled_tokens / calibration_tokens)
+    source: dict[str, Any] = (
+        {"path": str(CORPUS / calibration)}
+        if calibration
+        else {"mixture": "general", "synthetic_share": round(share, 6)}
+    )
+    body["calibration"] = {**source, "max_tokens": calibration_tokens, "seq_len": seq_len}
+    if method == "auto":
+        body["method"] = {"name": "auto", "max_minutes": max_minutes}
+        # kd trains on the calibration text, so nothing more is sampled for it: the more
+        # distinct tokens, the better both the refit and kd (docs/BENCHMARKS.md, levers)
+        body["distill"] = {"tokens": calibration_tokens}
+    if distill_tokens > 0:
+        body["distill"] = {"tokens": distill_tokens}
+    if synthetic:  # text the model writes itself instead of the corpus
+        body["calibration"] = {
+            "synthetic": True,
+            "max_tokens": calibration_tokens,
+            "seq_len": seq_len,
+        }
+    return body
+
+
 def run_demo(
     *,
     ratio: float,
@@ -163,6 +211,7 @@ def run_demo(
     calibration_tokens: int,
     method: str = "auto",
     max_minutes: float = 10.0,
+    sampled_tokens: int = 4096,
     seq_len: int = 512,
     distill_tokens: int = 0,
     synthetic: bool = False,
@@ -190,30 +239,18 @@ def run_demo(
     )
     try:
         _wait_ready(base, server)
-        body = {
-            "model": {"path": str(model_dir), "gguf_file": GGUF},
-            "target": {"ratio": ratio},
-            "method": {"name": method},
-            # General English that no calibration source contains (data/corpus/LICENSE.md).
-            "evaluation": {"path": str(CORPUS / "english-evaluation.txt"), "max_tokens": 8192},
-            "metadata": {"source": "slimforge demo"},
-        }
-        # The service's default general mixture (English + the model's own text), sized for
-        # 2 CPU cores; or a corpus file when asked.
-        source = {"path": str(CORPUS / calibration)} if calibration else {"mixture": "general"}
-        body["calibration"] = {**source, "max_tokens": calibration_tokens, "seq_len": seq_len}
-        if method == "auto":
-            body["method"] = {"name": "auto", "max_minutes": max_minutes}
-            # kd trains on the calibration text (cycled), so nothing more is sampled for it
-            body["distill"] = {"tokens": calibration_tokens}
-        if distill_tokens > 0:
-            body["distill"] = {"tokens": distill_tokens}
-        if synthetic:  # text the model writes itself instead of the corpus
-            body["calibration"] = {
-                "synthetic": True,
-                "max_tokens": calibration_tokens,
-                "seq_len": seq_len,
-            }
+        body = demo_body(
+            model_dir,
+            ratio=ratio,
+            method=method,
+            calibration_tokens=calibration_tokens,
+            max_minutes=max_minutes,
+            sampled_tokens=sampled_tokens,
+            seq_len=seq_len,
+            distill_tokens=distill_tokens,
+            synthetic=synthetic,
+            calibration=calibration,
+        )
         with Client(base, key, timeout=30) as client:
             try:
                 submitted = client.jobs.create(body)

@@ -83,9 +83,10 @@ def measure_model(
     """Importance of every prunable unit of the unpruned ``model`` (its ``layers`` scores by
     ``config.layer_metric``) and the MLP input Grams when the refit applies: None when it is
     off, the MLP is not an axis or the model is a mixture of experts, and None with a warning
-    event when there are too few tokens per neuron or the Grams would pass ``refit_max_gib``. ``cache``: figures taken earlier on a copy of the same
-    unpruned model on the same blocks are reused, and what is measured here is stored in it.
-    Raises RuntimeError when ``cache`` was measured on other blocks."""
+    event when there are too few tokens per neuron or the Grams would pass ``refit_max_gib``.
+    ``cache``: figures taken earlier on a copy of the same unpruned model on the same blocks
+    are reused, and what is measured here is stored in it. Raises RuntimeError when ``cache``
+    was measured on other blocks."""
     memo = Measurements() if cache is None else cache
     memo.bind(measure_blocks, search_blocks)
     t0, before = time.monotonic(), len(memo.reused)
