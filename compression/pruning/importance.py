@@ -138,11 +138,14 @@ def measure_importance(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    # The decoder alone: the LM head's [b, t, vocab] logits are not needed (a fifth of the
+    # compute of a small model with a large vocabulary, such as SmolLM2's 49,152).
+    body = getattr(model, "base_model", model)
     try:
         for start in range(0, blocks.shape[0], batch_size):
             reporter.check_cancelled()
             batch = blocks[start : start + batch_size].to(device)
-            model(input_ids=batch, use_cache=False)
+            body(input_ids=batch, use_cache=False)
             tokens += batch.numel()
     finally:
         for h in hooks:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from slimforge.compression.calibration import collect_input_grams
+from slimforge.compression.calibration import collect_input_grams, recording_input_grams
 from slimforge.compression.methods.minitron.config import MinitronConfig
 from slimforge.compression.progress import Reporter
 from slimforge.compression.pruning.arch import Arch
@@ -90,34 +90,49 @@ def measure_model(
     memo = Measurements() if cache is None else cache
     memo.bind(measure_blocks, search_blocks)
     t0, before = time.monotonic(), len(memo.reused)
-    importance = _importance(model, config, memo, measure_blocks, search_blocks, reporter)
-    grams = _grams(model, config, arch, memo, measure_blocks, reporter)
+    wants_grams = _wants_grams(config, arch, int(measure_blocks.numel()), reporter)
+    had_grams = memo.grams is not None
+    if memo.importance is None:
+        # One forward pass for both: the Grams' hooks record while importance is measured.
+        names = down_projection_names(model) if wants_grams and memo.grams is None else []
+        with recording_input_grams(model, names) as recorder:
+            memo.importance = measure_importance(
+                model, measure_blocks, batch_size=config.batch_size, reporter=reporter
+            )
+        if names:
+            memo.grams = recorder.result(names)
+            if len(memo.grams) != len(names):
+                raise RuntimeError("no calibration input reached some MLP down projections")
+    else:
+        memo.reused.append("importance")
+    if wants_grams and memo.grams is None:
+        memo.grams, _ = collect_input_grams(
+            model, measure_blocks, down_projection_names(model), batch_size=config.batch_size
+        )
+    elif wants_grams and had_grams:
+        memo.reused.append("grams")
+    importance = _layer_scores(model, config, memo, search_blocks, reporter)
     reporter.event(
         "importance measured",
         data={
             "tokens": int(measure_blocks.numel()),
-            "seconds": round(time.monotonic() - t0, 2),  # the Grams' pass included
+            "seconds": round(time.monotonic() - t0, 2),  # the Grams included
             "layer_scores": [round(float(x), 6) for x in importance.layers],
             "reused": memo.reused[before:],
         },
     )
-    return importance, grams
+    return importance, memo.grams if wants_grams else None
 
 
-def _importance(
+def _layer_scores(
     model: nn.Module,
     config: MinitronConfig,
     memo: Measurements,
-    measure_blocks: torch.Tensor,
     search_blocks: torch.Tensor,
     reporter: Reporter,
 ) -> Importance:
-    if memo.importance is None:
-        memo.importance = measure_importance(
-            model, measure_blocks, batch_size=config.batch_size, reporter=reporter
-        )
-    else:
-        memo.reused.append("importance")
+    """The measured importance, its ``layers`` by ``config.layer_metric``."""
+    assert memo.importance is not None
     if config.layer_metric != "perplexity" or "depth" not in config.axes:
         return memo.importance
     if memo.layer_removal is None:
@@ -128,18 +143,11 @@ def _importance(
     return dataclasses.replace(memo.importance, layers=memo.layer_removal)
 
 
-def _grams(
-    model: nn.Module,
-    config: MinitronConfig,
-    arch: Arch,
-    memo: Measurements,
-    measure_blocks: torch.Tensor,
-    reporter: Reporter,
-) -> dict[str, torch.Tensor] | None:
-    """The refit's Grams, or None (see :func:`measure_model` for when, with a warning)."""
+def _wants_grams(config: MinitronConfig, arch: Arch, tokens: int, reporter: Reporter) -> bool:
+    """Whether the refit applies (see :func:`measure_model`; a warning event when it is asked
+    for but cannot be done)."""
     if not config.refit or "mlp" not in config.axes or arch.experts:
-        return None
-    tokens = int(measure_blocks.numel())
+        return False
     floor = REFIT_TOKENS_PER_NEURON * arch.intermediate
     gram_bytes = arch.layers * arch.intermediate**2 * 8  # float64, one per block
     if tokens < floor:
@@ -150,7 +158,7 @@ def _grams(
             level="warning",
             data={"tokens": tokens, "intermediate": arch.intermediate},
         )
-        return None
+        return False
     if gram_bytes > config.refit_max_gib * 2**30:
         reporter.event(
             f"refit skipped: its input Grams would take {gram_bytes / 2**30:.1f} GiB, "
@@ -158,11 +166,5 @@ def _grams(
             level="warning",
             data={"gram_bytes": gram_bytes, "refit_max_gib": config.refit_max_gib},
         )
-        return None
-    if memo.grams is None:
-        memo.grams, _ = collect_input_grams(
-            model, measure_blocks, down_projection_names(model), batch_size=config.batch_size
-        )
-    else:
-        memo.reused.append("grams")
-    return memo.grams
+        return False
+    return True
