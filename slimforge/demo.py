@@ -169,7 +169,10 @@ def demo_body(
     synthetic: bool = False,
     calibration: str | None = None,
 ) -> dict[str, Any]:
-    """The job the demo submits (a ``POST /v1/jobs`` body)."""
+    """The job the demo submits (a ``POST /v1/jobs`` body). ValueError unless
+    ``calibration_tokens`` and ``sampled_tokens`` are above 0."""
+    if calibration_tokens <= 0 or sampled_tokens <= 0:
+        raise ValueError("calibration_tokens and sampled_tokens must be above 0")
     body: dict[str, Any] = {
         "model": {"path": str(model_dir), "gguf_file": GGUF},
         "target": {"ratio": ratio},
@@ -179,7 +182,7 @@ def demo_body(
         "metadata": {"source": "slimforge demo"},
     }
     # The service's general mixture (English + the model's own text), sized for 2 CPU cores:
-    # sampling runs at about 30 tokens/s there, so only ``sampled_tokens`` of it are the
+    # sampling runs at about 50 tokens/s there, so only ``sampled_tokens`` of it are the
     # model's and the rest is English; or a corpus file when asked.
     share = min(1.0, sampled_tokens / calibration_tokens)
     source: dict[str, Any] = (
@@ -190,8 +193,8 @@ def demo_body(
     body["calibration"] = {**source, "max_tokens": calibration_tokens, "seq_len": seq_len}
     if method == "auto":
         body["method"] = {"name": "auto", "max_minutes": max_minutes}
-        # kd trains on the calibration text, so nothing more is sampled for it: the more
-        # distinct tokens, the better both the refit and kd (docs/BENCHMARKS.md, levers)
+        # kd trains on the calibration text, so nothing more is sampled for it (more
+        # distinct tokens helped the refit and kd: docs/BENCHMARKS.md, levers)
         body["distill"] = {"tokens": calibration_tokens}
     if distill_tokens > 0:
         body["distill"] = {"tokens": distill_tokens}

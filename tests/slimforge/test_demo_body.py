@@ -36,3 +36,19 @@ def test_a_corpus_file_replaces_the_mixture() -> None:
     calibration = JobCreate.model_validate(body).calibration
     assert calibration is not None and calibration.mixture is None
     assert str(calibration.path).endswith("english-calibration.txt")
+
+
+def test_synthetic_and_distill_tokens_override_the_mixture_and_the_kd_text() -> None:
+    body = demo_body(Path("/m"), ratio=0.8, method="minitron", calibration_tokens=8192,
+                     synthetic=True, distill_tokens=32768)  # fmt: skip
+    job = JobCreate.model_validate(body)
+    assert job.calibration is not None and job.calibration.synthetic
+    assert job.calibration.mixture is None and job.distill is not None
+    assert job.distill.tokens == 32768
+
+
+@pytest.mark.parametrize("field", ["calibration_tokens", "sampled_tokens"])
+def test_token_counts_must_be_positive(field: str) -> None:
+    kwargs = {"calibration_tokens": 8192, "sampled_tokens": 4096, field: 0}
+    with pytest.raises(ValueError, match="above 0"):
+        demo_body(Path("/m"), ratio=0.8, method="auto", **kwargs)  # type: ignore[arg-type]

@@ -94,15 +94,20 @@ def measure_model(
     had_grams = memo.grams is not None
     if memo.importance is None:
         # One forward pass for both: the Grams' hooks record while importance is measured.
+        # The recorder's end_batch() is not called between batches: only down projections
+        # are hooked, each fed its own tensor, so there is nothing to alias, and holding
+        # the last batch's input until the pass ends costs one [b, t, intermediate] tensor.
         names = down_projection_names(model) if wants_grams and memo.grams is None else []
         with recording_input_grams(model, names) as recorder:
             memo.importance = measure_importance(
                 model, measure_blocks, batch_size=config.batch_size, reporter=reporter
             )
         if names:
-            memo.grams = recorder.result(names)
-            if len(memo.grams) != len(names):
-                raise RuntimeError("no calibration input reached some MLP down projections")
+            grams = recorder.result(names)
+            missing = [n for n in names if n not in grams]
+            if missing:
+                raise RuntimeError(f"no calibration input reached: {', '.join(missing[:5])}")
+            memo.grams = grams
     else:
         memo.reused.append("importance")
     if wants_grams and memo.grams is None:
