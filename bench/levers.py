@@ -7,8 +7,9 @@ A row is ``<method>[:k=v,...][@data][+kd[:k=v,...]]``:
 
 - method: svd, lillama, minitron, width, mlp, depth (see ``quality.METHODS``) with minitron
   options ``refit`` (0/1), ``seq`` (``refit_sequential``, 0/1), ``ridge``
-  (``refit_ridge``), ``local`` (``local_distill_epochs``), ``local_lr`` and ``layers`` (pins
-  ``num_hidden_layers``: ``depth:layers=26`` is the best 26-layer shape), or auto
+  (``refit_ridge``), ``local`` (``local_distill_epochs``), ``local_lr``, ``layers`` (pins
+  ``num_hidden_layers``: ``minitron:layers=26`` is the best 26-layer shape) and ``axes``
+  (``/``-separated: ``minitron:axes=depth/mlp``), or auto
   (options ``rebuild``, 0/1, and ``probe_lr``: its probes' learning rate, 2e-4 by default;
   give the row's kd ``lr`` to probe as the kd that follows does);
 - data: the calibration and kd text, ``english`` (default), ``mix`` (the service's default:
@@ -67,6 +68,7 @@ METHOD_KEYS = {
     "rebuild": ("rebuild", lambda v: v not in ("0", "false")),
     "probe_lr": ("probe_learning_rate", float),
     "layers": ("shape", lambda v: PinnedShape(num_hidden_layers=int(v))),
+    "axes": ("axes", lambda v: v.split("/")),
 }
 
 
